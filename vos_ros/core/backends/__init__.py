@@ -1,0 +1,34 @@
+"""Segmentation backends, created by name (the ``backend`` parameter)."""
+
+from vos_ros.core.backends.base import Backend
+
+#: Backend used when the caller names none (the package's default pipeline).
+DEFAULT_BACKEND = 'flow'
+
+
+def available_backends():
+    """Return the names ``create_backend`` accepts."""
+    return sorted(_factories())
+
+
+def _factories():
+    # Imported lazily: backends that need torch must not make torch a hard dependency.
+    def flow(**options):
+        from vos_ros.core.backends.flow import FlowBackend
+        return FlowBackend(**options)
+
+    return {'flow': flow}
+
+
+def create_backend(name=None, **options):
+    """Create a backend by name (``None`` or ``'default'`` = the default pipeline)."""
+    if name in (None, '', 'default'):
+        name = DEFAULT_BACKEND
+    factories = _factories()
+    if name not in factories:
+        raise ValueError(
+            f'unknown backend {name!r}; choose one of: {", ".join(sorted(factories))}')
+    return factories[name](**options)
+
+
+__all__ = ['Backend', 'DEFAULT_BACKEND', 'available_backends', 'create_backend']

@@ -1,0 +1,36 @@
+"""The small interface every segmentation backend implements.
+
+A backend sees images at the session's working size and keeps its own memory of the stream.
+Probabilities are float32 arrays shaped (K + 1, h, w): channel 0 is background and channel
+i is the session's i-th object (the session owns object ids; backends only see channels).
+"""
+
+import abc
+
+
+class Backend(abc.ABC):
+    """Segment a stream of frames given soft masks on some of them."""
+
+    #: Registry name (``backend`` parameter value).
+    name = 'base'
+
+    @abc.abstractmethod
+    def reset(self):
+        """Forget everything about the stream."""
+
+    @abc.abstractmethod
+    def memorize(self, image, probs):
+        """Take ``probs`` as the truth for ``image`` (a given mask or a confident result).
+
+        ``image`` is h×w×3 uint8 RGB at working size; ``probs`` is (K + 1)×h×w float32.
+        The number of channels may differ from the last call: objects were added or removed,
+        and the backend must adopt the new channel layout.
+        """
+
+    @abc.abstractmethod
+    def propagate(self, image):
+        """Return (K + 1)×h×w float32 probabilities for ``image`` (the next frame)."""
+
+    def describe(self):
+        """Return a short dict describing the backend (for logs and diagnostics)."""
+        return {'backend': self.name}
