@@ -74,9 +74,13 @@ def _labels_from_colour(rgb):
             ids[index] = match[0] + 1
         else:
             unmatched.append(index)
-    free_ids = (value for value in range(1, 256) if value not in set(ids.tolist()))
-    for index in unmatched:
-        ids[index] = next(free_ids)
+    free_ids = [value for value in range(1, 256) if value not in set(ids.tolist())]
+    if len(unmatched) > len(free_ids):
+        # A photo, not a label map: more colours than object ids exist.
+        raise ValueError(f'colour mask has {len(colours)} distinct colours; a label map holds '
+                         'at most 255 objects')
+    for index, free_id in zip(unmatched, free_ids):
+        ids[index] = free_id
     return ids[inverse.reshape(-1)].reshape(rgb.shape[:2]).astype(np.uint8)
 
 

@@ -1,0 +1,246 @@
+"""vos_eval end to end on synthetic DAVIS folders: outputs, scores and errors."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from vos_ros.core.labels import read_labels
+from vos_ros.core.synthetic import make_clip
+from vos_ros.core.synthetic import write_davis
+from vos_ros.tools import evaluate
+
+COLUMNS = ['sequence', 'J', 'F', 'JF', 'J_recall', 'J_decay', 'F_recall', 'F_decay', 'frames',
+           'fps']
+SIZE = dict(width=96, height=72)
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('davis')
+    clips = {'aa': make_clip(num_frames=7, num_objects=2, seed=21, **SIZE),
+             'bb': make_clip(num_frames=6, num_objects=3, seed=22, object_ids=[2, 5, 9],
+                             **SIZE),
+             'cc': make_clip(num_frames=5, num_objects=1, seed=23, **SIZE)}
+    for name, clip in clips.items():
+        write_davis(root, name, clip, masks='first' if name == 'cc' else 'all')
+    return root, clips
+
+
+def _copy(dataset, tmp_path):
+    root = tmp_path / 'data'
+    shutil.copytree(dataset[0], root)
+    return root
+
+
+def _read_csv(path):
+    with open(path, newline='') as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def _run(args, capsys):
+    code = evaluate.main([str(a) for a in args] + ['--no-progress'])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _reference_scores(gt_dir, pred_dir):
+    """Per-object (J, F) in percent from vos-benchmark, an independent implementation."""
+    benchmark = pytest.importorskip('vos_benchmark.benchmark')
+    name = os.path.basename(gt_dir)
+    _, iou, boundary = benchmark.VideoEvaluator(os.path.dirname(gt_dir),
+                                                os.path.dirname(pred_dir))(name)
+    return [(iou[k], boundary[k]) for k in sorted(iou)]
+
+
+def test_end_to_end(dataset, tmp_path, capsys):
+    root, clips = dataset
+    out = tmp_path / 'out'
+    code, stdout, stderr = _run([root, '--out', out], capsys)
+    assert code == 0, stderr
+    assert 'J&F' in stdout and 'results.csv' in stdout
+    fields, rows = _read_csv(out / 'results.csv')
+    assert fields == COLUMNS
+    assert [r['sequence'] for r in rows] == ['aa', 'bb', 'cc', 'mean']
+    assert not (out / 'results.partial.csv').exists()
+    for name, clip in clips.items():
+        written = sorted(os.listdir(out / name))
+        assert written == [f'{i:05d}.png' for i in range(len(clip))]
+        for index, file_name in enumerate(written):
+            with Image.open(out / name / file_name) as image:
+                assert image.mode == 'P'
+                assert image.size == clip.size
+            labels = read_labels(out / name / file_name)
+            assert set(np.unique(labels).tolist()) <= {0, *clip.object_ids}
+            if index == 0:
+                np.testing.assert_array_equal(labels, clip.first_mask)
+    by_name = {r['sequence']: r for r in rows}
+    for name in ('aa', 'bb'):
+        assert by_name[name]['frames'] == str(len(clips[name]))
+        assert 0.0 <= float(by_name[name]['J']) <= 100.0
+        assert float(by_name[name]['fps']) > 0
+    # Ground truth only on the first frame: masks written, scores empty, left out of the mean.
+    assert all(by_name['cc'][c] == '' for c in COLUMNS[1:8])
+    assert by_name['cc']['frames'] == '5' and by_name['cc']['fps'] != ''
+    assert by_name['mean']['frames'] == str(7 + 6 + 5)
+
+    # Independent recomputation from the written masks (vos-benchmark, per object).
+    objects = []
+    for name in ('aa', 'bb'):
+        # vos-benchmark scores an object from the first scored frame showing it: all do.
+        assert set(np.unique(clips[name].masks[1]).tolist()) == {0, *clips[name].object_ids}
+        scores = _reference_scores(str(root / 'Annotations' / '480p' / name), str(out / name))
+        assert len(scores) == len(clips[name].object_ids)
+        j_seq = np.mean([j for j, _ in scores])
+        f_seq = np.mean([f for _, f in scores])
+        assert float(by_name[name]['J']) == pytest.approx(j_seq, abs=1e-3)
+        assert float(by_name[name]['F']) == pytest.approx(f_seq, abs=1e-3)
+        assert float(by_name[name]['JF']) == pytest.approx((j_seq + f_seq) / 2, abs=1e-3)
+        objects.extend(scores)
+    mean_j = np.mean([j for j, _ in objects])
+    mean_f = np.mean([f for _, f in objects])
+    assert float(by_name['mean']['J']) == pytest.approx(mean_j, abs=1e-3)
+    assert float(by_name['mean']['JF']) == pytest.approx((mean_j + mean_f) / 2, abs=1e-3)
+
+
+def test_selected_sequences_and_file(dataset, tmp_path, capsys):
+    root, _ = dataset
+    code, _, stderr = _run([root, '--sequences', 'bb', '--out', tmp_path / 'one'], capsys)
+    assert code == 0, stderr
+    _, rows = _read_csv(tmp_path / 'one' / 'results.csv')
+    assert [r['sequence'] for r in rows] == ['bb', 'mean']
+    assert rows[0]['J'] != '' and rows[0]['J'] == rows[1]['J']
+    listing = tmp_path / 'val.txt'
+    listing.write_text('# two of them\ncc\naa\n')
+    code, _, stderr = _run([root, '--sequences-file', listing, '--resolution', '36',
+                            '--out', tmp_path / 'two'], capsys)
+    assert code == 0, stderr
+    _, rows = _read_csv(tmp_path / 'two' / 'results.csv')
+    assert [r['sequence'] for r in rows] == ['cc', 'aa', 'mean']
+    # The mean only counts scored sequences: here it is aa's alone.
+    for column in COLUMNS[1:8]:
+        assert float(rows[2][column]) == pytest.approx(float(rows[1][column]), abs=1e-3)
+    # Worked at a smaller size, written at the original size.
+    with Image.open(tmp_path / 'two' / 'aa' / '00003.png') as image:
+        assert image.size == (SIZE['width'], SIZE['height'])
+
+
+def test_only_unscored_sequences(dataset, tmp_path, capsys):
+    root, _ = dataset
+    code, stdout, stderr = _run([root, '--sequences', 'cc', '--out', tmp_path / 'o'], capsys)
+    assert code == 0, stderr
+    _, rows = _read_csv(tmp_path / 'o' / 'results.csv')
+    assert rows[-1]['sequence'] == 'mean' and rows[-1]['JF'] == ''
+    assert 'no ground truth' in stdout
+
+
+def _assert_error(args, capsys, *needles):
+    code, _, stderr = _run(args, capsys)
+    assert code != 0
+    assert stderr.count('\n') == 1, stderr  # one line, no traceback
+    for needle in needles:
+        assert needle in stderr, stderr
+    return stderr
+
+
+def test_missing_dataset_and_sequence(tmp_path, dataset, capsys):
+    _assert_error([tmp_path / 'absent', '--out', tmp_path / 'o'], capsys, 'absent')
+    _assert_error([dataset[0], '--sequences', 'zz', '--out', tmp_path / 'o'], capsys, 'zz')
+    _assert_error([dataset[0], '--sequences-file', tmp_path / 'nofile.txt', '--out',
+                   tmp_path / 'o'], capsys, 'nofile.txt')
+    assert not (tmp_path / 'o' / 'results.csv').exists()
+
+
+def test_missing_first_frame_mask(tmp_path, dataset, capsys):
+    root = _copy(dataset, tmp_path)
+    mask = root / 'Annotations' / '480p' / 'bb' / '00000.png'
+    mask.unlink()
+    _assert_error([root, '--out', tmp_path / 'o'], capsys, str(mask))
+    assert not (tmp_path / 'o' / 'results.csv').exists()
+
+
+def test_unreadable_image_leaves_partial_results(tmp_path, dataset, capsys):
+    root = _copy(dataset, tmp_path)
+    out = tmp_path / 'o'
+    code, _, _ = _run([root, '--out', out], capsys)
+    assert code == 0 and (out / 'results.csv').exists()
+    broken = root / 'JPEGImages' / '480p' / 'bb' / '00003.jpg'
+    broken.write_bytes(b'\xff\xd8 not really a jpeg')
+    _assert_error([root, '--out', out], capsys, str(broken))
+    # The old complete-looking results are gone; finished sequences are kept as partial.
+    assert not (out / 'results.csv').exists()
+    _, rows = _read_csv(out / 'results.partial.csv')
+    assert [r['sequence'] for r in rows] == ['aa']
+    assert (out / 'aa' / '00006.png').exists()
+
+
+def test_size_mismatches(tmp_path, dataset, capsys):
+    root = _copy(dataset, tmp_path)
+    gt = root / 'Annotations' / '480p' / 'aa' / '00002.png'
+    labels = read_labels(gt)
+    Image.fromarray(np.pad(labels, ((0, 4), (0, 0)))).save(gt)
+    _assert_error([root, '--sequences', 'aa', '--out', tmp_path / 'o'], capsys, str(gt),
+                  'size')
+    assert not (tmp_path / 'o' / 'results.csv').exists()
+
+    first = root / 'Annotations' / '480p' / 'bb' / '00000.png'
+    Image.fromarray(read_labels(first)[:, :50]).save(first)
+    _assert_error([root, '--sequences', 'bb', '--out', tmp_path / 'o'], capsys, str(first))
+
+    frame = root / 'JPEGImages' / '480p' / 'cc' / '00002.jpg'
+    Image.new('RGB', (40, 30)).save(frame)
+    _assert_error([root, '--sequences', 'cc', '--out', tmp_path / 'o'], capsys, str(frame))
+
+
+def test_bad_arguments(tmp_path, dataset, capsys):
+    root = dataset[0]
+    _assert_error([root, '--backend', 'nope', '--out', tmp_path / 'o'], capsys, 'nope')
+    model = tmp_path / 'm.pt'
+    model.write_bytes(b'x')
+    _assert_error([root, '--backend', 'flow', '--model', model, '--out', tmp_path / 'o'],
+                  capsys, '--model')
+    _assert_error([root, '--model', tmp_path / 'none.pt', '--out', tmp_path / 'o'], capsys,
+                  'none.pt')
+    _assert_error([root, '--resolution', '-3', '--out', tmp_path / 'o'], capsys, 'resolution')
+    with pytest.raises(SystemExit) as info:
+        evaluate.main([str(root)])  # --out is required
+    assert info.value.code != 0
+    capsys.readouterr()
+
+
+def test_evaluate_dataset_function(dataset, tmp_path):
+    root, clips = dataset
+    results, mean = evaluate.evaluate_dataset(root, tmp_path / 'f', sequences=['aa'],
+                                              progress=False)
+    assert [r.name for r in results] == ['aa']
+    assert results[0].frames == len(clips['aa'])
+    assert [o['id'] for o in results[0].objects] == clips['aa'].object_ids
+    assert float(mean['JF']) == pytest.approx(results[0].scores['JF'], abs=1e-3)
+
+
+def test_console_script_help():
+    script = shutil.which('vos_eval', path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, '-m', 'vos_ros.tools.evaluate']
+    done = subprocess.run(command + ['--help'], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert '--sequences-file' in done.stdout and 'default' in done.stdout
+
+
+def test_model_and_device_passed_only_when_given(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(evaluate, 'create_backend',
+                        lambda name, **options: calls.append((name, options)) or 'backend')
+    model = tmp_path / 'model.pt'
+    model.write_bytes(b'x')
+    assert evaluate.make_backend(None) == 'backend'
+    evaluate.make_backend('embedding', model=str(model), device='cpu')
+    evaluate.make_backend('embedding', device='cuda:1')
+    assert calls == [(None, {}),
+                     ('embedding', {'model_path': str(model), 'device': 'cpu'}),
+                     ('embedding', {'device': 'cuda:1'})]

@@ -1,0 +1,1 @@
+"""Console tools of vos_ros (each module has ``main(argv=None)``)."""

@@ -1,0 +1,329 @@
+"""vos_eval: run a backend on DAVIS-layout sequences from their first-frame masks and score it.
+
+Writes ``OUT/<seq>/<frame>.png`` (palette label maps at original size, every frame, the first
+included) and ``OUT/results.csv`` with one row per sequence and a last row ``mean``::
+
+    sequence,J,F,JF,J_recall,J_decay,F_recall,F_decay,frames,fps
+
+Scores are percent, computed as davis2017-evaluation does (first and last frames excluded);
+the ``mean`` row averages over objects across sequences, like the official evaluation. ``fps``
+is frames over the wall time of reading the images and segmenting them (writing the masks and
+scoring are not counted); the mean row's fps is total frames over total time.
+
+Only the first frame's mask is given to the session, even where more masks exist. A sequence
+without masks beyond its first frame is still segmented; its score columns are empty and it is
+left out of the mean. When a frame has no mask but others after the first do (sparse ground
+truth), only the annotated frames are scored.
+
+``results.csv`` is written (via a temporary file) only when every sequence has finished; an
+old one in OUT is deleted when a run starts. A run stopped by an error or Ctrl-C leaves the
+masks written so far and ``results.partial.csv`` (finished sequences only, no mean row), and
+exits non-zero.
+"""
+
+import argparse
+import csv
+import dataclasses
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from vos_ros.core.backends import available_backends
+from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import DEFAULT_BACKEND
+from vos_ros.core.davis import check_same_size
+from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import read_sequences_file
+from vos_ros.core.errors import DataError
+from vos_ros.core.errors import VosError
+from vos_ros.core.labels import object_ids as ids_in
+from vos_ros.core.labels import write_labels
+from vos_ros.core.metrics import db_statistics
+from vos_ros.core.metrics import evaluate_sequence
+from vos_ros.core.session import Session
+from vos_ros.core.session import SessionConfig
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ('sequence', 'J', 'F', 'JF', 'J_recall', 'J_decay', 'F_recall', 'F_decay', 'frames',
+           'fps')
+SCORE_COLUMNS = COLUMNS[1:8]
+RESULTS_NAME = 'results.csv'
+PARTIAL_NAME = 'results.partial.csv'
+
+
+@dataclasses.dataclass
+class SequenceResult:
+    """Scores of one sequence (percent; None when it has no ground truth to score)."""
+
+    name: str
+    frames: int
+    seconds: float
+    scores: dict = None
+    #: Per object: {'id', 'J', 'J_recall', 'J_decay', 'F', 'F_recall', 'F_decay'} (fractions).
+    objects: list = dataclasses.field(default_factory=list)
+
+    @property
+    def fps(self):
+        return self.frames / self.seconds if self.seconds > 0 else float('nan')
+
+    def row(self):
+        """Return the CSV row as a dict (strings for scores, '' when unscored)."""
+        row = {'sequence': self.name, 'frames': str(self.frames), 'fps': f'{self.fps:.2f}'}
+        for column in SCORE_COLUMNS:
+            value = None if self.scores is None else self.scores[column]
+            row[column] = '' if value is None else f'{value:.3f}'
+        return row
+
+
+def mean_scores(results):
+    """Return the mean row's scores (percent) over all objects of the scored sequences."""
+    objects = [obj for result in results if result.scores is not None for obj in result.objects]
+    if not objects:
+        return None
+    scores = {}
+    for name in ('J', 'J_recall', 'J_decay', 'F', 'F_recall', 'F_decay'):
+        scores[name] = 100.0 * float(np.mean([obj[name] for obj in objects]))
+    scores['JF'] = (scores['J'] + scores['F']) / 2.0
+    return scores
+
+
+def mean_row(results):
+    """Return the ``mean`` CSV row for a list of SequenceResult."""
+    scores = mean_scores(results)
+    frames = sum(result.frames for result in results)
+    seconds = sum(result.seconds for result in results)
+    row = {'sequence': 'mean', 'frames': str(frames),
+           'fps': f'{frames / seconds:.2f}' if seconds > 0 else ''}
+    for column in SCORE_COLUMNS:
+        row[column] = '' if scores is None else f'{scores[column]:.3f}'
+    return row
+
+
+def write_csv(path, rows):
+    """Write rows atomically: a temporary file renamed into place."""
+    temporary = path + '.tmp'
+    with open(temporary, 'w', newline='', encoding='utf-8') as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def make_backend(name=None, model=None, device=None):
+    """Create a backend, passing ``model_path``/``device`` only when given."""
+    options = {}
+    if model is not None:
+        if not os.path.isfile(model):
+            raise DataError(f'model file not found: {model}')
+        options['model_path'] = model
+    if device is not None:
+        options['device'] = device
+    try:
+        return create_backend(name, **options)
+    except TypeError as error:
+        if not options:
+            raise
+        given = ', '.join('--model' if key == 'model_path' else '--' + key for key in options)
+        raise ValueError(f'backend {name or DEFAULT_BACKEND!r} does not accept {given} '
+                         f'({error})') from error
+
+
+def check_sequences(dataset, names):
+    """Return the Sequence objects; DataError (naming the path) for any unusable one."""
+    if not names:
+        raise DataError(f'no sequences to evaluate in {dataset.root}')
+    sequences = []
+    for name in names:
+        sequence = dataset.sequence(name)
+        if not sequence.has_mask(0):
+            raise DataError(f'sequence {name!r} has no first-frame mask: '
+                            f'{sequence.mask_path(0)} not found')
+        sequences.append(sequence)
+    return sequences
+
+
+def _read_truth(sequence, index, shape):
+    """Read the mask of frame ``index``, checking it has the frame's size."""
+    labels = sequence.read_mask(index)
+    if labels.shape != shape:
+        raise DataError(f'{sequence.mask_path(index)}: mask size {labels.shape[1]}x'
+                        f'{labels.shape[0]} differs from the image size {shape[1]}x{shape[0]}')
+    return labels
+
+
+def _score(sequence, predictions, given_ids):
+    """Score one sequence against its masks; None when only the first frame has one."""
+    count = len(sequence)
+    shape = predictions[0].shape
+    annotated = [i for i in range(1, count) if sequence.has_mask(i)]
+    if not annotated:
+        return None, []
+    if len(annotated) == count - 1:
+        gt = [_read_truth(sequence, i, shape) for i in range(count)]
+        pred = predictions
+    else:
+        # Sparse ground truth: evaluate_sequence drops its list's first and last entries, so
+        # bracket the scored frames (annotated, not the sequence's last) with two pads.
+        scored = [i for i in annotated if i < count - 1]
+        if not scored:
+            return None, []
+        pad = np.zeros(shape, np.uint8)
+        gt = [pad] + [_read_truth(sequence, i, shape) for i in scored] + [pad]
+        pred = [pad] + [predictions[i] for i in scored] + [pad]
+    summary = evaluate_sequence(gt, pred, object_ids=given_ids)
+    objects = []
+    for row, object_id in enumerate(summary['object_ids']):
+        j_mean, j_recall, j_decay = db_statistics(summary['J_frames'][row])
+        f_mean, f_recall, f_decay = db_statistics(summary['F_frames'][row])
+        objects.append({'id': object_id, 'J': j_mean, 'J_recall': j_recall, 'J_decay': j_decay,
+                        'F': f_mean, 'F_recall': f_recall, 'F_decay': f_decay})
+    scores = {name: 100.0 * summary[name] for name in SCORE_COLUMNS}
+    return scores, objects
+
+
+def run_sequence(session, sequence, out_dir, progress=None):
+    """Segment one sequence from its first-frame mask, write its masks, return the result."""
+    first_mask = sequence.read_mask(0)
+    given_ids = ids_in(first_mask)
+    if not given_ids:
+        raise DataError(f'first-frame mask {sequence.mask_path(0)} holds no object '
+                        '(all background)')
+    session.reset()
+    seq_dir = os.path.join(out_dir, sequence.name)
+    os.makedirs(seq_dir, exist_ok=True)
+    predictions = []
+    seconds = 0.0
+    first_size = None
+    for index, name in enumerate(sequence.frame_names):
+        tic = time.perf_counter()
+        image = sequence.read_frame(index)
+        if first_size is None:
+            first_size = image.shape[:2]
+            check_same_size(image, first_mask, sequence.mask_path(0))
+        elif image.shape[:2] != first_size:
+            raise DataError(f'{sequence.frame_paths[index]}: image size '
+                            f'{image.shape[1]}x{image.shape[0]} differs from the first '
+                            f'frame ({first_size[1]}x{first_size[0]})')
+        result = session.step(image, first_mask if index == 0 else None)
+        seconds += time.perf_counter() - tic
+        write_labels(os.path.join(seq_dir, name + '.png'), result.labels)
+        predictions.append(result.labels)
+        if progress is not None:
+            progress.update(1)
+    scores, objects = _score(sequence, predictions, given_ids)
+    return SequenceResult(name=sequence.name, frames=len(predictions), seconds=seconds,
+                          scores=scores, objects=objects)
+
+
+def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, device=None,
+                     resolution=None, progress=True):
+    """Run and score a DAVIS-layout dataset; return ``(results, mean_row_dict)``.
+
+    ``backend`` is a name (None = the package default) or a Backend instance. ``sequences``
+    defaults to every sequence in ``root``. Writes masks and ``results.csv`` under
+    ``out_dir`` as described in this module's docstring; raises VosError/ValueError on bad
+    input (after writing ``results.partial.csv`` if some sequences had finished).
+    """
+    from tqdm import tqdm
+
+    dataset = Dataset(root)
+    # A name listed twice would be run twice and counted twice in the mean.
+    names = list(dict.fromkeys(sequences)) if sequences else dataset.sequence_names()
+    seqs = check_sequences(dataset, names)
+    if isinstance(backend, str) or backend is None:
+        backend = make_backend(backend, model=model, device=device)
+    config = SessionConfig(resolution=int(resolution or 0),
+                           size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
+    session = Session(backend, config)
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    results_path = os.path.join(out_dir, RESULTS_NAME)
+    partial_path = os.path.join(out_dir, PARTIAL_NAME)
+    for stale in (results_path, partial_path):
+        if os.path.exists(stale):
+            os.remove(stale)
+    results = []
+    bar = tqdm(total=sum(len(s) for s in seqs), unit='frame', disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for sequence in seqs:
+            bar.set_description(sequence.name)
+            results.append(run_sequence(session, sequence, out_dir, progress=bar))
+    except BaseException:
+        if results:
+            write_csv(partial_path, [r.row() for r in results])
+        raise
+    finally:
+        bar.close()
+    mean = mean_row(results)
+    write_csv(results_path, [r.row() for r in results] + [mean])
+    return results, mean
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='vos_eval', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('dataset', metavar='DATASET_ROOT',
+                        help='DAVIS-layout folder (JPEGImages/480p/<seq>, Annotations/480p/<seq>)')
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument('--sequences-file', metavar='FILE',
+                       help='text file with one sequence name per line (# comments allowed)')
+    which.add_argument('--sequences', nargs='+', metavar='NAME',
+                       help='sequence names; None = every sequence in DATASET_ROOT')
+    parser.add_argument('--backend', default=None,
+                        help=f'segmentation backend, one of {", ".join(available_backends())}; '
+                             f'None = the package default ({DEFAULT_BACKEND})')
+    parser.add_argument('--model', metavar='PATH', default=None,
+                        help='model file, for backends that take one; None = their default')
+    parser.add_argument('--device', default=None,
+                        help='auto, cpu, cuda or cuda:N, for backends that take one; '
+                             'None = their default')
+    parser.add_argument('--resolution', type=int, default=None, metavar='N',
+                        help='working size: shorter side in pixels; None or 0 = input size')
+    parser.add_argument('--out', required=True, metavar='DIR',
+                        help='output folder for masks and results.csv')
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``vos_eval``; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        if args.resolution is not None and args.resolution < 0:
+            raise ValueError(f'--resolution must be >= 0, got {args.resolution}')
+        names = args.sequences
+        if args.sequences_file:
+            names = read_sequences_file(args.sequences_file)
+            if not names:
+                raise DataError(f'sequences file {args.sequences_file} lists no sequence')
+        results, mean = evaluate_dataset(
+            args.dataset, args.out, sequences=names, backend=args.backend, model=args.model,
+            device=args.device, resolution=args.resolution, progress=not args.no_progress)
+    except (VosError, ValueError, OSError) as error:
+        print(f'vos_eval: error: {error}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('vos_eval: interrupted; finished sequences are in '
+              f'{os.path.join(args.out, PARTIAL_NAME)}', file=sys.stderr)
+        return 130
+    scored = sum(1 for r in results if r.scores is not None)
+    if mean['JF']:
+        summary = (f'J&F {mean["JF"]}  J {mean["J"]}  F {mean["F"]}  '
+                   f'({scored} of {len(results)} sequences scored')
+    else:
+        summary = f'no ground truth beyond first frames ({len(results)} sequences'
+    print(f'{summary}, {mean["frames"]} frames, {mean["fps"]} fps) -> '
+          f'{os.path.join(args.out, RESULTS_NAME)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
