@@ -1,0 +1,249 @@
+"""vos_make_bag: turn a DAVIS sequence, an image folder or a video into a rosbag2.
+
+The bag holds ``/image`` (sensor_msgs/Image, rgb8) at ``--fps`` Hz and, when masks exist,
+``/ground_truth`` (sensor_msgs/Image, mono8 label map: 0 background, 1..N objects; DAVIS-2016
+0/255 masks become object 1) with the same stamps. Header stamp and bag (log) time are equal:
+``--start-time`` plus frame index / fps.
+
+Sources:
+
+* a DAVIS sequence folder ``…/JPEGImages/480p/<seq>``: masks are read from the matching
+  ``…/Annotations/480p/<seq>`` when it exists;
+* a DAVIS dataset root plus ``--sequence NAME`` (also a flat ``<seq>/JPEGImages`` folder);
+* any image folder (masks from ``--masks DIR``, matched by file name stem);
+* a video file (masks from ``--masks DIR``, matched by frame number: ``00012.png`` = frame 12).
+
+Only frames with a mask get a ``/ground_truth`` message.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import cv2
+
+from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import list_images
+from vos_ros.core.davis import read_image
+from vos_ros.core.errors import VosError
+from vos_ros.core.labels import read_labels
+from vos_ros.core.labels import resize_labels
+from vos_ros.tools import bagio
+
+DEFAULT_FPS = 10.0
+_LOGGER = logging.getLogger('vos_make_bag')
+
+
+def _mask_dir_for(image_dir):
+    """Return the DAVIS ``Annotations`` twin of a ``JPEGImages`` folder, or None."""
+    parts = os.path.abspath(image_dir).split(os.sep)
+    if 'JPEGImages' not in parts:
+        return None
+    index = len(parts) - 1 - parts[::-1].index('JPEGImages')
+    parts[index] = 'Annotations'
+    return os.sep.join(parts)
+
+
+def _masks_by_stem(mask_dir):
+    """Return ``{stem: path}`` of the PNG masks in ``mask_dir`` (empty if it is missing)."""
+    if not mask_dir or not os.path.isdir(mask_dir):
+        return {}
+    return {os.path.splitext(n)[0]: os.path.join(mask_dir, n)
+            for n in sorted(os.listdir(mask_dir)) if n.lower().endswith('.png')}
+
+
+class FrameSource:
+    """Frames (RGB) and optional mask paths of one input, in order."""
+
+    def __init__(self, frames, count, masks, description, fps=None):
+        self.frames = frames            # iterator of (key, rgb)
+        self.count = count              # number of frames (None if unknown)
+        self.masks = masks              # {key: mask path}
+        self.description = description
+        self.fps = fps                  # native rate of a video, else None
+
+
+def _image_folder_source(image_dir, mask_dir, description):
+    paths = list_images(image_dir)
+    if not paths:
+        raise VosError(f'no images (.jpg, .png, …) in {image_dir}')
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    masks = {stem: path for stem, path in _masks_by_stem(mask_dir).items() if stem in stems}
+    frames = ((stem, read_image(path)) for stem, path in zip(stems, paths))
+    return FrameSource(frames, len(paths), masks, description)
+
+
+def _video_source(path, mask_dir):
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise VosError(f'cannot open video {path} (not a video or unsupported codec)')
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    fps = capture.get(cv2.CAP_PROP_FPS) or None
+    masks = {}
+    for stem, mask_path in _masks_by_stem(mask_dir).items():
+        if stem.isdigit():
+            masks[int(stem)] = mask_path
+
+    def frames():
+        index = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    return
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                index += 1
+        finally:
+            capture.release()
+
+    return FrameSource(frames(), count, masks, f'video {path}', fps=fps)
+
+
+def open_source(source, sequence=None, masks=None):
+    """Return a FrameSource for a sequence folder, dataset root (+ sequence), folder or video."""
+    source = os.fspath(source)
+    if os.path.isfile(source):
+        if sequence:
+            raise ValueError('--sequence applies to a DAVIS dataset root, not to a video file')
+        return _video_source(source, masks)
+    if not os.path.isdir(source):
+        raise VosError(f'source not found: {source}')
+    if sequence or (not list_images(source)
+                    and os.path.isdir(os.path.join(source, 'JPEGImages'))):
+        dataset = Dataset(source)
+        names = dataset.sequence_names()
+        if not sequence:
+            if len(names) != 1:
+                raise ValueError(f'{source} is a DAVIS dataset with {len(names)} sequences; '
+                                 f'choose one with --sequence (e.g. {", ".join(names[:5])})')
+            sequence = names[0]
+        seq = dataset.sequence(sequence)
+        image_dir = os.path.dirname(seq.frame_paths[0])
+        return _image_folder_source(image_dir, masks or seq.annotation_dir,
+                                    f'DAVIS sequence {sequence}')
+    mask_dir = masks or _mask_dir_for(source)
+    return _image_folder_source(source, mask_dir, f'image folder {source}')
+
+
+def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
+             gt_topic='/ground_truth', frame_id='camera', encoding='rgb8', start_time=None,
+             max_frames=0, ground_truth=True, overwrite=False, progress=True):
+    """Write ``source`` (a FrameSource) as a bag; return ``(images, ground_truth_count, size)``."""
+    from tqdm import tqdm
+
+    if fps is None:
+        fps = source.fps or DEFAULT_FPS
+    if not fps > 0:
+        raise ValueError(f'--fps must be > 0, got {fps}')
+    if encoding not in ('rgb8', 'bgr8'):
+        raise ValueError(f"--encoding must be 'rgb8' or 'bgr8', got {encoding!r}")
+    start_ns = int(round((time.time() if start_time is None else start_time) * 1e9))
+    period_ns = 1e9 / fps
+    total = source.count
+    if max_frames and max_frames > 0:
+        total = min(total, max_frames) if total else max_frames
+    size = None
+    written_gt = 0
+    images = 0
+    with bagio.BagWriter(out, storage, overwrite=overwrite) as writer:
+        writer.add_topic(image_topic)
+        if ground_truth and source.masks:
+            writer.add_topic(gt_topic)
+        bar = tqdm(total=total, unit='frame', desc='vos_make_bag', disable=not progress)
+        try:
+            for key, rgb in source.frames:
+                if max_frames and images >= max_frames:
+                    break
+                stamp = start_ns + int(round(images * period_ns))
+                pixels = rgb if encoding == 'rgb8' else rgb[:, :, ::-1]
+                writer.write(image_topic, stamp,
+                             bagio.image_msg(pixels, stamp, frame_id, encoding))
+                size = (rgb.shape[1], rgb.shape[0])
+                if ground_truth and key in source.masks:
+                    labels = read_labels(source.masks[key])
+                    if labels.shape != rgb.shape[:2]:
+                        # Some DAVIS-2017 masks are a pixel narrower than their frames.
+                        _LOGGER.warning('mask %s is %dx%d, its frame %dx%d: resized (nearest)',
+                                        source.masks[key], labels.shape[1], labels.shape[0],
+                                        size[0], size[1])
+                        labels = resize_labels(labels, size[0], size[1])
+                    writer.write(gt_topic, stamp, bagio.image_msg(labels, stamp, frame_id))
+                    written_gt += 1
+                images += 1
+                bar.update(1)
+        finally:
+            bar.close()
+    return images, written_gt, size
+
+
+def build_parser():
+    """Return the argument parser of vos_make_bag."""
+    parser = argparse.ArgumentParser(
+        prog='vos_make_bag', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog='Examples: vos_make_bag DAVIS/JPEGImages/480p/blackswan blackswan_bag; '
+               'vos_make_bag DAVIS --sequence judo judo_bag --storage sqlite3; '
+               'vos_make_bag clip.mp4 clip_bag --fps 15')
+    parser.add_argument('source', help='DAVIS sequence folder (…/JPEGImages/480p/<seq>), DAVIS '
+                        'dataset root (with --sequence), image folder or video file')
+    parser.add_argument('out', help='output rosbag2 folder (must not exist unless --overwrite)')
+    parser.add_argument('--sequence', help='sequence name when SOURCE is a DAVIS dataset root')
+    parser.add_argument('--masks', help='mask folder (PNG label maps or 0/255); default: the '
+                        'DAVIS Annotations folder matching SOURCE, if any')
+    parser.add_argument('--fps', type=float, default=None,
+                        help=f'frame rate of the stamps (default {DEFAULT_FPS:g}; a video: '
+                        'its own rate)')
+    parser.add_argument('--storage', choices=bagio.STORAGES, default='mcap',
+                        help='rosbag2 storage format')
+    parser.add_argument('--image-topic', default='/image', help='topic of the images')
+    parser.add_argument('--gt-topic', default='/ground_truth',
+                        help='topic of the ground-truth label maps')
+    parser.add_argument('--no-ground-truth', action='store_true',
+                        help='do not write ground truth even if masks exist')
+    parser.add_argument('--frame-id', default='camera', help='header frame_id')
+    parser.add_argument('--encoding', choices=('rgb8', 'bgr8'), default='rgb8',
+                        help='image encoding')
+    parser.add_argument('--start-time', type=float, default=None,
+                        help='stamp of the first frame in seconds since the epoch '
+                        '(default: now)')
+    parser.add_argument('--max-frames', type=int, default=0,
+                        help='stop after this many frames (0 = all)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def main(argv=None):
+    """Run vos_make_bag; return the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format='%(name)s: %(levelname)s: %(message)s')
+    try:
+        source = open_source(args.source, args.sequence, args.masks)
+        images, gt_count, size = make_bag(
+            source, args.out, fps=args.fps, storage=args.storage, image_topic=args.image_topic,
+            gt_topic=args.gt_topic, frame_id=args.frame_id, encoding=args.encoding,
+            start_time=args.start_time, max_frames=args.max_frames,
+            ground_truth=not args.no_ground_truth, overwrite=args.overwrite,
+            progress=not args.quiet)
+    except (VosError, ValueError, OSError) as error:
+        print(f'vos_make_bag: error: {error}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('vos_make_bag: interrupted; the bag is incomplete', file=sys.stderr)
+        return 130
+    if not images:
+        print(f'vos_make_bag: error: {source.description} has no frames', file=sys.stderr)
+        return 2
+    fps = args.fps or source.fps or DEFAULT_FPS
+    print(f'{args.out}: {images} images {size[0]}x{size[1]} {args.encoding} on '
+          f'{args.image_topic} at {fps:g} Hz'
+          + (f', {gt_count} ground-truth label maps on {args.gt_topic}' if gt_count else
+             ', no ground truth')
+          + f' ({args.storage}) from {source.description}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
