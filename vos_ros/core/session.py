@@ -7,6 +7,7 @@ with what it is already tracking. Nothing here knows about ROS or about a partic
 
 import dataclasses
 import time
+import typing
 
 import cv2
 import numpy as np
@@ -20,13 +21,14 @@ from vos_ros.core.labels import labels_from_array
 class SessionConfig:
     """How a session runs, independent of the backend."""
 
-    #: Shorter side of the working size in pixels (aspect kept); 0 = work at input size.
-    resolution: int = 0
+    #: Shorter side of the working size in pixels (aspect kept); 0 = work at input size;
+    #: None = the backend's ``default_resolution``.
+    resolution: typing.Optional[int] = None
     #: Working sizes are rounded to a multiple of this (networks with a stride need it).
     size_multiple: int = 1
 
     def __post_init__(self):
-        if int(self.resolution) < 0:
+        if self.resolution is not None and int(self.resolution) < 0:
             raise ValueError(f'resolution must be >= 0 (0 = input size), got {self.resolution}')
         if int(self.size_multiple) < 1:
             raise ValueError(f'size_multiple must be >= 1, got {self.size_multiple}')
@@ -161,7 +163,10 @@ class Session:
         image = as_rgb_image(image)
         height, width = image.shape[:2]
         if self._work_size is None:
-            self._work_size = working_size(width, height, int(self.config.resolution),
+            resolution = self.config.resolution
+            if resolution is None:
+                resolution = getattr(self.backend, 'default_resolution', 0) or 0
+            self._work_size = working_size(width, height, int(resolution),
                                            int(self.config.size_multiple))
         work_w, work_h = self._work_size
         work_image = image if (width, height) == (work_w, work_h) else cv2.resize(

@@ -236,7 +236,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     seqs = check_sequences(dataset, names)
     if isinstance(backend, str) or backend is None:
         backend = make_backend(backend, model=model, device=device)
-    config = SessionConfig(resolution=int(resolution or 0),
+    config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
     out_dir = os.fspath(out_dir)
@@ -284,7 +284,8 @@ def _parser():
                         help='auto, cpu, cuda or cuda:N, for backends that take one; '
                              'None = their default')
     parser.add_argument('--resolution', type=int, default=None, metavar='N',
-                        help='working size: shorter side in pixels; None or 0 = input size')
+                        help='working size: shorter side in pixels; None = the backend default, '
+                             '0 = input size')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for masks and results.csv')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')

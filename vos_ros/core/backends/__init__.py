@@ -17,7 +17,12 @@ def _factories():
         from vos_ros.core.backends.flow import FlowBackend
         return FlowBackend(**options)
 
-    return {'flow': flow}
+    def embedding(**options):
+        # options: model_path, device, half, resolution, prior, prior_weight, ... (embedding.py)
+        from vos_ros.core.backends.embedding import EmbeddingBackend
+        return EmbeddingBackend(**options)
+
+    return {'flow': flow, 'embedding': embedding}
 
 
 def create_backend(name=None, **options):

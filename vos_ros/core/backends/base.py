@@ -13,6 +13,9 @@ class Backend(abc.ABC):
 
     #: Registry name (``backend`` parameter value).
     name = 'base'
+    #: Working resolution (shorter side) a session uses when its config leaves it unset;
+    #: 0 = the input size.
+    default_resolution = 0
 
     @abc.abstractmethod
     def reset(self):

@@ -1,0 +1,160 @@
+"""Tests of the weight-free flow backend on synthetic clips with exact masks."""
+
+import numpy as np
+import pytest
+
+from vos_ros.core.backends import create_backend
+from vos_ros.core.backends.flow import FlowBackend
+from vos_ros.core.backends.flow import QUALITIES
+from vos_ros.core.session import Session
+from vos_ros.core.session import SessionConfig
+from vos_ros.core.synthetic import make_clip
+
+
+def _iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+def _run(backend, frames, first_mask, resolution=0):
+    session = Session(backend, SessionConfig(resolution=resolution))
+    return [r for _, r in session.propagate(frames, first_mask)]
+
+
+def _mean_iou(results, masks, object_ids):
+    scores = [_iou(r.labels == i, m == i) for r, m in zip(results[1:], masks[1:])
+              for i in object_ids]
+    return float(np.mean(scores))
+
+
+class _Repeat(FlowBackend):
+    """The first mask forever: what a tracker that does not track scores."""
+
+    def propagate(self, image):
+        return self._prev_probs
+
+
+@pytest.fixture(scope='module')
+def clip():
+    return make_clip(num_frames=16, width=224, height=160, num_objects=1, seed=3, speed=1.5,
+                     camera_motion=0.5)
+
+
+@pytest.fixture(scope='module')
+def multi_clip():
+    return make_clip(num_frames=12, width=224, height=160, num_objects=3, seed=12, speed=0.6,
+                     object_size=(0.3, 0.45))
+
+
+def test_tracks_moving_object_better_than_baselines(clip):
+    ids = clip.object_ids
+    flow = _mean_iou(_run(create_backend('flow'), clip.frames, clip.first_mask), clip.masks,
+                     ids)
+    repeat = _mean_iou(_run(_Repeat(), clip.frames, clip.first_mask), clip.masks, ids)
+    naive = _mean_iou(_run(FlowBackend(consistency=False, appearance=False, temperature=1.0),
+                           clip.frames, clip.first_mask), clip.masks, ids)
+    # The object moves: repeating the first mask loses it, propagation must not.
+    assert repeat < 0.75
+    assert flow > 0.75
+    assert flow > repeat + 0.1
+    assert flow >= naive - 0.02
+
+
+def test_multi_object_each_tracked(multi_clip):
+    ids = multi_clip.object_ids
+    results = _run(FlowBackend(), multi_clip.frames, multi_clip.first_mask)
+    for object_id in ids:
+        scores = [_iou(r.labels == object_id, m == object_id)
+                  for r, m in zip(results[1:], multi_clip.masks[1:])]
+        assert np.mean(scores) > 0.7, (object_id, scores)
+    assert results[-1].probs.shape[0] == len(ids) + 1
+    repeat = _run(_Repeat(), multi_clip.frames, multi_clip.first_mask)
+    assert _mean_iou(results, multi_clip.masks, ids) > _mean_iou(repeat, multi_clip.masks,
+                                                                 ids) + 0.2
+
+
+@pytest.mark.parametrize('quality', sorted(QUALITIES))
+def test_probabilities_sum_to_one_and_size_matches(clip, quality):
+    backend = FlowBackend(quality=quality)
+    session = Session(backend)
+    height, width = clip.frames[0].shape[:2]
+    for index, frame in enumerate(clip.frames[:5]):
+        result = session.step(frame, clip.first_mask if index == 0 else None)
+        assert result.labels.shape == (height, width)
+        probs = result.probs
+        assert probs.dtype == np.float32
+        assert probs.min() >= 0.0
+        np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_session_uses_backend_default_resolution():
+    backend = FlowBackend(quality='balanced')
+    frames = [np.full((480, 640, 3), 100, np.uint8)] * 2
+    mask = np.zeros((480, 640), np.uint8)
+    mask[100:200, 100:300] = 1
+    results = [r for _, r in Session(backend).propagate(frames, mask)]
+    assert results[1].probs.shape[1:] == (backend.default_resolution,
+                                          640 * backend.default_resolution // 480)
+    assert results[1].labels.shape == (480, 640)
+    native = [r for _, r in Session(FlowBackend(), SessionConfig(resolution=0))
+              .propagate(frames, mask)]
+    assert native[1].probs.shape[1:] == (480, 640)
+
+
+def _square_leaving_clip(num_frames=14, width=160, height=96, step=12):
+    rng = np.random.default_rng(5)
+    background = rng.integers(0, 90, (height, width, 3)).astype(np.uint8)
+    texture = rng.integers(150, 255, (32, 32, 3)).astype(np.uint8)
+    frames, masks = [], []
+    for t in range(num_frames):
+        frame = background.copy()
+        mask = np.zeros((height, width), np.uint8)
+        x0 = 70 + step * t
+        x1 = min(width, x0 + 32)
+        if x0 < width:
+            frame[32:64, x0:x1] = texture[:, :x1 - x0]
+            mask[32:64, x0:x1] = 1
+        frames.append(frame)
+        masks.append(mask)
+    return frames, masks
+
+
+def test_object_leaving_the_frame_disappears():
+    frames, masks = _square_leaving_clip()
+    results = _run(FlowBackend(), frames, masks[0])
+    # While visible it is followed ...
+    visible = [_iou(r.labels == 1, m == 1) for r, m in zip(results[1:4], masks[1:4])]
+    assert min(visible) > 0.5
+    # ... and once it is gone (the last frames show only background) nothing stays labelled.
+    gone = [i for i, m in enumerate(masks) if not m.any()]
+    assert len(gone) >= 3
+    for index in gone[1:]:
+        assert (results[index].labels == 1).sum() < 0.05 * (masks[0] == 1).sum()
+
+
+def test_objects_added_mid_stream_change_channel_layout(multi_clip):
+    session = Session(FlowBackend(), SessionConfig(resolution=0))
+    first = np.where(multi_clip.first_mask == multi_clip.object_ids[0],
+                     multi_clip.object_ids[0], 0).astype(np.uint8)
+    session.step(multi_clip.frames[0], first)
+    session.step(multi_clip.frames[1])
+    result = session.step(multi_clip.frames[2], multi_clip.masks[2])
+    assert result.probs.shape[0] == len(multi_clip.object_ids) + 1
+    result = session.step(multi_clip.frames[3])
+    np.testing.assert_allclose(result.probs.sum(axis=0), 1.0, atol=1e-4)
+    session.remove_objects([multi_clip.object_ids[0]])
+    result = session.step(multi_clip.frames[4])
+    assert result.probs.shape[0] == len(multi_clip.object_ids)
+
+
+@pytest.mark.parametrize('options', [{'quality': 'best'}, {'preset': 'slow'}, {'cell': 0},
+                                     {'colour_space': 'hsl'}, {'occlusion_mix': 2.0},
+                                     {'temperature': 0}])
+def test_bad_options_raise_value_error(options):
+    with pytest.raises(ValueError):
+        FlowBackend(**options)
+
+
+def test_propagate_before_memorize_is_an_error():
+    with pytest.raises(RuntimeError):
+        FlowBackend().propagate(np.zeros((32, 32, 3), np.uint8))

@@ -1,0 +1,141 @@
+"""Tests of vos_train and vos_export on tiny synthetic data."""
+
+import csv
+import os
+
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from vos_ros.core import model_io  # noqa: E402
+from vos_ros.core.errors import ModelError  # noqa: E402
+from vos_ros.core.session import Session  # noqa: E402
+from vos_ros.core.synthetic import make_clip  # noqa: E402
+from vos_ros.core.synthetic import write_davis_dataset  # noqa: E402
+from vos_ros.tools import export  # noqa: E402
+from vos_ros.tools import train  # noqa: E402
+
+TINY = ['--crop', '32', '--resolution', '48', '--width', '0.25', '--embedding-dim', '8',
+        '--batch-size', '2', '--iters-per-epoch', '2', '--threads', '1', '--ref-pixels', '32',
+        '--anchor-pixels', '32', '--log-every', '1']
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('davis')
+    write_davis_dataset(root, num_sequences=2, seed=3, num_frames=4, width=64, height=48)
+    return str(root)
+
+
+def _rows(out):
+    with open(os.path.join(out, 'metrics.csv'), newline='') as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_resume_and_export(dataset, tmp_path, capsys):
+    out = str(tmp_path / 'run')
+    args = [dataset, '--synthetic', '1', '--out', out, '--checkpoint-every', '1'] + TINY
+    assert train.main(args + ['--epochs', '1']) == 0
+    for name in ('last.pt', 'metrics.csv', 'curves.png', 'config.json'):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    assert [int(r['iteration']) for r in _rows(out)] == [1, 2]
+    assert all(float(r['loss']) >= 0 for r in _rows(out))
+    first = torch.load(os.path.join(out, 'last.pt'), weights_only=False)
+    assert first['iteration'] == 2
+
+    assert train.main(args + ['--epochs', '2', '--resume', os.path.join(out, 'last.pt')]) == 0
+    assert [int(r['iteration']) for r in _rows(out)] == [1, 2, 3, 4]
+    resumed = torch.load(os.path.join(out, 'last.pt'), weights_only=False)
+    assert resumed['iteration'] == 4
+
+    # the same 4 iterations in one go give the same weights: sampling is a function of index
+    straight = str(tmp_path / 'straight')
+    args_straight = [dataset, '--synthetic', '1', '--out', straight, '--checkpoint-every', '4']
+    assert train.main(args_straight + TINY + ['--epochs', '2']) == 0
+    other = torch.load(os.path.join(straight, 'last.pt'), weights_only=False)
+    for key, value in resumed['state_dict'].items():
+        assert torch.allclose(value.float(), other['state_dict'][key].float(), atol=1e-5), key
+
+    model = str(tmp_path / 'model.pt')
+    assert export.main([os.path.join(out, 'last.pt'), '--out', model]) == 0
+    meta = model_io.read_metadata(model)
+    assert meta['kind'] == 'embedding' and meta['embedding_dim'] == 8
+    assert meta['training']['iteration'] == 4
+    clip = make_clip(num_frames=3, width=64, height=48, num_objects=1, seed=5)
+    session = Session('embedding', model_path=model, device='cpu', prior='none')
+    labels = [r.labels for _, r in session.propagate(clip.frames, clip.first_mask)]
+    assert labels[-1].shape == (48, 64)
+
+
+def test_train_synthetic_only(tmp_path):
+    out = str(tmp_path / 'synth')
+    assert train.main(['--synthetic', '2', '--out', out, '--epochs', '1'] + TINY) == 0
+    assert len(_rows(out)) >= 1
+
+
+def test_bad_image_named(dataset, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / 'broken'
+    shutil.copytree(dataset, broken)
+    frame = broken / 'JPEGImages' / '480p' / 'synth01' / '00002.jpg'
+    frame.write_bytes(b'not a jpeg')
+    assert train.main([str(broken), '--out', str(tmp_path / 'o'), '--epochs', '1'] + TINY) == 2
+    err = capsys.readouterr().err
+    assert str(frame) in err and 'Traceback' not in err
+
+
+def test_missing_mask_named(dataset, tmp_path, capsys):
+    import shutil
+    broken = tmp_path / 'nomask'
+    shutil.copytree(dataset, broken)
+    mask = broken / 'Annotations' / '480p' / 'synth00' / '00001.png'
+    mask.unlink()
+    assert train.main([str(broken), '--out', str(tmp_path / 'o'), '--epochs', '1'] + TINY) == 2
+    assert str(mask) in capsys.readouterr().err
+
+
+def test_train_argument_errors(tmp_path, capsys):
+    assert train.main(['--out', str(tmp_path / 'o')]) == 2
+    assert train.main([str(tmp_path / 'missing'), '--out', str(tmp_path / 'o')]) == 2
+    assert 'missing' in capsys.readouterr().err
+
+
+class UserNet(torch.nn.Module):
+    """A user's own embedding model: [1,3,H,W] -> [1,6,H/8,W/8]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 8, stride=8)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_from_traced(tmp_path):
+    raw = str(tmp_path / 'user.pt')
+    torch.jit.save(torch.jit.trace(UserNet().eval(), torch.zeros(1, 3, 64, 64)), raw)
+    with pytest.raises(ModelError, match='--from-traced'):
+        model_io.load_model(raw, device='cpu')
+    out = str(tmp_path / 'user_vos.pt')
+    assert export.main(['--from-traced', raw, '--out', out, '--mean', '0', '0', '0',
+                        '--std', '255', '255', '255', '--training-data', 'mine']) == 0
+    meta = model_io.read_metadata(out)
+    assert (meta['embedding_dim'], meta['stride'], meta['input_multiple']) == (6, 8, 8)
+    assert meta['training_data'] == 'mine' and meta['mean'] == [0.0, 0.0, 0.0]
+    clip = make_clip(num_frames=3, width=72, height=50, num_objects=2, seed=2)
+    session = Session('embedding', model_path=out, device='cpu')
+    for _, result in session.propagate(clip.frames, clip.first_mask):
+        assert result.labels.shape == (50, 72)
+        assert result.object_ids == clip.object_ids
+
+
+def test_export_errors(tmp_path, capsys):
+    assert export.main(['--out', str(tmp_path / 'x.pt')]) == 2
+    assert export.main([str(tmp_path / 'none.pt'), '--out', str(tmp_path / 'x.pt')]) == 2
+    junk = tmp_path / 'junk.pt'
+    torch.save({'weights': 1}, junk)
+    assert export.main([str(junk), '--out', str(tmp_path / 'x.pt')]) == 2
+    assert export.main(['--from-traced', str(junk), '--out', str(tmp_path / 'x.pt')]) == 2
+    err = capsys.readouterr().err
+    assert 'not found' in err and 'not a vos_train checkpoint' in err
+    assert 'Traceback' not in err

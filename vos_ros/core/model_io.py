@@ -1,0 +1,234 @@
+"""Model files: TorchScript with a JSON extra file ``vos.json`` that says what the model is.
+
+Metadata keys (``vos.json``):
+
+- ``kind``: what the module computes; ``embedding`` = ``[1,3,H,W]`` -> ``[1,D,h,w]`` per-pixel
+  embeddings (PML family). Unknown kinds are refused.
+- ``format_version``: version of this metadata layout (currently 1).
+- ``mean``, ``std``: per-channel RGB normalisation on the 0..255 scale, applied before the model.
+- ``stride``: input pixels per embedding pixel; ``input_multiple``: H and W must be multiples.
+- ``embedding_dim``: D; ``normalized``: whether embeddings are unit vectors.
+- ``resolution``: shorter image side the model was trained at (a sensible inference size).
+- ``training_data``, ``version``, ``created``: provenance (free-form).
+
+torch is imported lazily so that importing this module never requires it.
+"""
+
+import json
+import logging
+import os
+import warnings
+import zipfile
+
+from vos_ros.core.device import resolve_device
+from vos_ros.core.errors import ModelError
+
+_LOG = logging.getLogger(__name__)
+
+#: Name of the metadata file inside the TorchScript archive.
+META_FILE = 'vos.json'
+#: Metadata layout version written by this code.
+FORMAT_VERSION = 1
+#: Model kinds this package can run.
+KNOWN_KINDS = ('embedding',)
+#: Keys an ``embedding`` model's metadata must have.
+REQUIRED_KEYS = ('kind', 'format_version', 'mean', 'std', 'stride', 'embedding_dim')
+#: Defaults for optional keys.
+DEFAULTS = {'input_multiple': 1, 'normalized': False, 'resolution': 0, 'training_data': None,
+            'version': '0', 'input_min_size': 16}
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as error:  # torch is an optional dependency of the package
+        raise ModelError('learned models need PyTorch: pip install torch '
+                         '(or use the weight-free flow backend)') from error
+    return torch
+
+
+def validate_metadata(meta, source='metadata'):
+    """Check a metadata dict and return it with defaults filled in (ModelError if bad)."""
+    if not isinstance(meta, dict):
+        raise ModelError(f'{source}: {META_FILE} must hold a JSON object')
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise ModelError(f'{source}: {META_FILE} lacks {", ".join(missing)}; re-create it '
+                         'with vos_export')
+    if meta['kind'] not in KNOWN_KINDS:
+        raise ModelError(f'{source}: unknown model kind {meta["kind"]!r} (this vos_ros runs '
+                         f'{", ".join(KNOWN_KINDS)}); export an embedding model with vos_export '
+                         '--from-traced MODEL --kind embedding')
+    if int(meta['format_version']) > FORMAT_VERSION:
+        raise ModelError(f'{source}: metadata format {meta["format_version"]} is newer than this '
+                         f'vos_ros understands ({FORMAT_VERSION}); update vos_ros')
+    out = dict(DEFAULTS)
+    out.update(meta)
+    for key in ('mean', 'std'):
+        values = out[key]
+        if not (isinstance(values, (list, tuple)) and len(values) == 3
+                and all(isinstance(v, (int, float)) for v in values)):
+            raise ModelError(f'{source}: {key} must be three numbers (RGB, 0..255 scale)')
+    if any(float(v) <= 0 for v in out['std']):
+        raise ModelError(f'{source}: std values must be > 0')
+    for key in ('stride', 'embedding_dim', 'input_multiple'):
+        if not isinstance(out[key], int) or out[key] < 1:
+            raise ModelError(f'{source}: {key} must be a positive integer, got {out[key]!r}')
+    return out
+
+
+def read_metadata(path):
+    """Return the validated metadata of a model file without loading the network."""
+    path = os.fspath(path)
+    _check_file(path)
+    return validate_metadata(_read_raw_metadata(path), path)
+
+
+def _check_file(path):
+    if not os.path.isfile(path):
+        raise ModelError(f'model file not found: {path}')
+
+
+def _read_raw_metadata(path):
+    """Read ``vos.json`` from a TorchScript zip archive (no torch needed)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            hits = [n for n in names if n.split('/')[-2:] == ['extra', META_FILE]]
+            has_code = any('/code/' in n or n.startswith('code/') for n in names)
+            if not hits:
+                if has_code:
+                    raise ModelError(
+                        f'{path} is TorchScript without {META_FILE} metadata; add it with: '
+                        f'vos_export --from-traced {path} --out MODEL.pt')
+                raise ModelError(
+                    f'{path} is not a TorchScript model (a training checkpoint?); turn a '
+                    f'checkpoint into a model with: vos_export {path} --out MODEL.pt')
+            text = archive.read(hits[0]).decode('utf-8')
+    except zipfile.BadZipFile as error:
+        raise ModelError(f'{path} is not a TorchScript model file ({error})') from error
+    except OSError as error:
+        raise ModelError(f'cannot read model file {path}: {error}') from error
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ModelError(f'{path}: {META_FILE} is not valid JSON ({error})') from error
+
+
+def save_model(module, path, meta):
+    """Save a TorchScript module with validated metadata as ``vos.json``; returns the meta."""
+    torch = _import_torch()
+    meta = dict(meta)
+    meta.setdefault('format_version', FORMAT_VERSION)
+    meta = validate_metadata(meta, os.fspath(path))
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.jit.save(module, os.fspath(path),
+                       _extra_files={META_FILE: json.dumps(meta, indent=2)})
+    return meta
+
+
+class LoadedModel:
+    """A loaded TorchScript model with its metadata, device and dtype."""
+
+    def __init__(self, module, meta, device, dtype, path):
+        self.module = module
+        self.meta = meta
+        self.device = device
+        self.dtype = dtype
+        self.path = path
+
+    @property
+    def kind(self):
+        """The model kind (``embedding``)."""
+        return self.meta['kind']
+
+    def normalize(self, images):
+        """Turn uint8 RGB ``[N,H,W,3]`` (numpy or tensor) into the model's input tensor."""
+        torch = _import_torch()
+        tensor = torch.as_tensor(images).to(self.device)
+        if tensor.ndim == 3:
+            tensor = tensor[None]
+        tensor = tensor.permute(0, 3, 1, 2).float()
+        mean = torch.tensor(self.meta['mean'], device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta['std'], device=self.device).view(1, 3, 1, 1)
+        return ((tensor - mean) / std).to(self.dtype)
+
+    def __call__(self, tensor):
+        """Run the module without gradients."""
+        torch = _import_torch()
+        with torch.inference_mode():
+            return self.module(tensor)
+
+
+def load_model(path, device='auto', half=None, kinds=KNOWN_KINDS):
+    """Load a model file on ``device`` (auto/cpu/cuda/cuda:N); fp16 on CUDA unless half=False.
+
+    Raises ModelError (missing file, no metadata, unknown kind, not TorchScript) or
+    DeviceError (device not available) with a message that says what to do.
+    """
+    path = os.fspath(path)
+    meta = read_metadata(path)
+    if meta['kind'] not in kinds:
+        raise ModelError(f'{path} is a {meta["kind"]!r} model; expected {", ".join(kinds)}')
+    torch = _import_torch()
+    device = resolve_device(device)
+    try:
+        module = jit_load(path, device)
+    except Exception as error:  # torch raises RuntimeError and friends with long messages
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f'cannot load TorchScript model {path}: {first}') from error
+    module.eval()
+    use_half = device.startswith('cuda') if half is None else bool(half)
+    if use_half and not device.startswith('cuda'):
+        _LOG.warning('fp16 requested on %s; running fp32 (fp16 is for CUDA)', device)
+        use_half = False
+    dtype = torch.float16 if use_half else torch.float32
+    if use_half:
+        module = module.half()
+    _LOG.info('loaded %s model %s on %s (%s)', meta['kind'], path, device,
+              'fp16' if use_half else 'fp32')
+    return LoadedModel(module, meta, device, dtype, path)
+
+
+def probe_embedding(module, size=(64, 64)):
+    """Run ``module`` on a zero image and return (embedding_dim, stride) from its output shape.
+
+    Used to fill metadata for a user's traced model; ModelError if the output is not
+    ``[1,D,h,w]``.
+    """
+    torch = _import_torch()
+    height, width = size
+    with torch.inference_mode():
+        try:
+            out = module(torch.zeros(1, 3, height, width))
+        except Exception as error:
+            raise ModelError(f'model failed on a 1x3x{height}x{width} input: '
+                             f'{str(error).strip().splitlines()[0] if str(error) else error}'
+                             ) from error
+    if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f'an embedding model must map [1,3,H,W] to [1,D,h,w]; got {shape}')
+    out_h, out_w = int(out.shape[2]), int(out.shape[3])
+    stride = max(1, int(round(height / max(1, out_h))))
+    if int(round(width / max(1, out_w))) != stride:
+        raise ModelError(f'output {out_h}x{out_w} of a {height}x{width} input has different '
+                         'strides along height and width')
+    return int(out.shape[1]), stride
+
+
+def jit_load(path, device='cpu'):
+    """``torch.jit.load`` without its deprecation warning (TorchScript is our file format)."""
+    torch = _import_torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return torch.jit.load(os.fspath(path), map_location=device)
+
+
+def default_model_path():
+    """Return the path of the model shipped in vos_ros/data (it may not exist)."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
+                        'embedding.pt')

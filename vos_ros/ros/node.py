@@ -1,0 +1,506 @@
+"""``vos_node``: segments the objects of a first-frame annotation in every camera image.
+
+Subscribes ``image`` (sensor_msgs/Image; ``image/compressed`` with ``image_transport:=compressed``)
+and publishes ``segmentation`` (mono8 label map, the input header), ``segmentation/overlay``
+(rgb8, only while subscribed) and ``/diagnostics``. ``~/annotation`` (label-map Image) sets or
+adds objects on the next frame; ``~/reset`` (std_srvs/Trigger) forgets them.
+
+The node is a thin shell around one :class:`vos_ros.core.session.Session`: the subscription
+callback only stores the newest frame in a one-slot buffer, and a single worker thread runs the
+session, so a slow model drops (and counts) stale frames instead of delaying the camera.
+"""
+
+import argparse
+import collections
+import re
+import sys
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import KeyValue
+import numpy as np
+from rcl_interfaces.msg import FloatingPointRange
+from rcl_interfaces.msg import IntegerRange
+from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage
+from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
+
+from vos_ros.core.backends import available_backends
+from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import DEFAULT_BACKEND
+from vos_ros.core.device import resolve_device
+from vos_ros.core.device import validate_device_string
+from vos_ros.core.errors import DataError
+from vos_ros.core.errors import ModelError
+from vos_ros.core.errors import VosError
+from vos_ros.core.labels import object_ids
+from vos_ros.core.labels import overlay
+from vos_ros.core.labels import read_labels
+from vos_ros.core.session import Session
+from vos_ros.core.session import SessionConfig
+from vos_ros.ros.conversions import ConversionError
+from vos_ros.ros.conversions import array_to_image_msg
+from vos_ros.ros.conversions import compressed_msg_to_rgb
+from vos_ros.ros.conversions import image_msg_to_rgb
+from vos_ros.ros.conversions import labels_to_msg
+from vos_ros.ros.conversions import msg_to_labels
+from vos_ros.ros.qos import make_qos
+from vos_ros.ros.qos import output_qos
+from vos_ros.ros.qos import RELIABILITY_CHOICES
+
+NODE_NAME = 'vos_node'
+TRANSPORT_CHOICES = ('raw', 'compressed')
+
+#: Exit codes of ``main``.
+EXIT_OK = 0
+EXIT_STARTUP_ERROR = 1
+EXIT_BAD_PARAMETER = 2
+
+#: name -> (default, description, read_only, extra descriptor fields). Defaults live here only;
+#: config/vos.yaml repeats them for users to edit.
+PARAMETERS = {
+    'annotation_path': (
+        '', 'Label map of the first frame (palette PNG or 0/255 PNG); paired with the first '
+        'image received and rescaled if its size differs. Empty: wait for ~/annotation.',
+        True, {}),
+    'model_path': (
+        '', 'Model file for backends that load one (TorchScript with vos.json metadata); '
+        'empty: the backend default.', True, {}),
+    'backend': (
+        DEFAULT_BACKEND, 'Segmentation backend; "default" = the package default.', True,
+        {'additional_constraints': 'one of: default, ' + ', '.join(available_backends())}),
+    'device': (
+        'auto', 'Compute device for backends that use one.', True,
+        {'additional_constraints': 'auto, cpu, cuda or cuda:N'}),
+    'resolution': (
+        -1, 'Shorter side of the working size in pixels (never upscaled); 0 = input size, '
+        '-1 = the session/backend default.', True,
+        {'integer_range': [IntegerRange(from_value=-1, to_value=8192, step=1)]}),
+    'image_transport': (
+        'raw', 'raw: subscribe image (sensor_msgs/Image); compressed: subscribe '
+        '<image>/compressed (sensor_msgs/CompressedImage).', True,
+        {'additional_constraints': 'raw or compressed'}),
+    'input_reliability': (
+        'reliable', 'QoS reliability of the image subscription (reliable lost no 480p frames '
+        'in measurements; best_effort lost about a third).', True,
+        {'additional_constraints': ' or '.join(RELIABILITY_CHOICES)}),
+    'input_depth': (
+        10, 'QoS history depth of the image subscription.', True,
+        {'integer_range': [IntegerRange(from_value=1, to_value=1000, step=1)]}),
+    'publish_overlay': (
+        True, 'Publish segmentation/overlay (computed only while someone subscribes).', False,
+        {}),
+    'overlay_alpha': (
+        0.5, 'Opacity of object colours in the overlay.', False,
+        {'floating_point_range': [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
+    'diagnostics_period': (
+        1.0, 'Seconds between /diagnostics messages.', True,
+        {'floating_point_range': [FloatingPointRange(from_value=0.1, to_value=60.0,
+                                                     step=0.0)]}),
+}
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def make_backend(name, model_path='', device='cpu'):
+    """Create a backend, passing ``model_path``/``device`` only to backends that take them.
+
+    Returns ``(backend, device_used)``. A model path given to a backend without one is an
+    error (ModelError): silently ignoring the user's model would be worse.
+    """
+    options = {'device': device}
+    if model_path:
+        options['model_path'] = model_path
+    while True:
+        try:
+            return create_backend(name, **options), options.get('device', 'cpu')
+        except (OSError, RuntimeError) as error:  # e.g. torch failing to load a file
+            raise ModelError(f'backend {name!r} failed to start: {error}') from error
+        except TypeError as error:
+            match = _UNEXPECTED_KEYWORD.search(str(error))
+            if match is None or match.group(1) not in options:
+                raise
+            if match.group(1) == 'model_path':
+                raise ModelError(f'parameter model_path is set but backend {name!r} loads no '
+                                 'model; choose a backend that does (e.g. backend:=embedding) '
+                                 'or leave model_path empty') from None
+            del options[match.group(1)]
+
+
+class VosNode(Node):
+    """Video object segmentation of a camera stream (see the module docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        try:
+            self._setup()
+        except BaseException:
+            # A half-built node must not linger in the graph (or in DDS at exit).
+            self.destroy_node()
+            raise
+
+    def _setup(self):
+        self._declare_parameters()
+        settings = self._read_settings()
+        self._settings = settings
+        # Read the annotation before the (slower) backend so a typo fails fast.
+        self._file_annotation = None
+        if settings['annotation_path']:
+            try:
+                self._file_annotation = read_labels(settings['annotation_path'])
+            except DataError as error:
+                raise DataError(f'parameter annotation_path: {error}') from None
+            if not self._file_annotation.any():
+                raise DataError(f'parameter annotation_path: {settings["annotation_path"]} '
+                                'holds no object (all background)')
+        device = resolve_device(settings['device'])
+        backend, used = make_backend(settings['backend'], settings['model_path'], device)
+        if used != device:
+            self.get_logger().info(f'backend {settings["backend"]} takes no device; it runs on '
+                                   f'the CPU (device {device} unused)')
+        config = SessionConfig()
+        if settings['resolution'] >= 0:
+            config.resolution = settings['resolution']
+        self.session = Session(backend, config)
+        described = backend.describe() if hasattr(backend, 'describe') else {}
+        self._backend_name = str(described.get('backend', settings['backend']))
+        self._device = str(described.get('device', used))
+
+        # State shared between the executor thread and the worker, guarded by _cond.
+        self._cond = threading.Condition()
+        self._slot = None
+        self._stopping = False
+        self._reset_pending = False
+        self._pending_annotation = None
+        self._needs_file_annotation = self._file_annotation is not None
+        # Every key exists from the start: statistics() copies while the worker increments.
+        self._stats = collections.Counter(dict.fromkeys(
+            ('received', 'published', 'dropped', 'bad', 'waiting', 'errors'), 0))
+        # Recent figures (cleared by ~/reset): receive->publish and session.step times.
+        self._latencies = collections.deque(maxlen=300)
+        self._step_times = collections.deque(maxlen=300)
+        self._publish_times = collections.deque(maxlen=300)
+        self._image_size = None
+        self._throttle = {}
+        self._last_diag_dropped = 0
+
+        self._pub = self.create_publisher(Image, 'segmentation', output_qos())
+        # Always advertised so publish_overlay can be switched on at run time; it costs
+        # nothing until someone subscribes.
+        self._overlay_pub = self.create_publisher(Image, 'segmentation/overlay', output_qos(2))
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        qos = make_qos(settings['input_reliability'], settings['input_depth'])
+        if settings['image_transport'] == 'compressed':
+            topic = self.resolve_topic_name('image') + '/compressed'
+            self._image_sub = self.create_subscription(CompressedImage, topic, self._on_image,
+                                                       qos)
+        else:
+            self._image_sub = self.create_subscription(Image, 'image', self._on_image, qos)
+        self._annotation_sub = self.create_subscription(Image, '~/annotation',
+                                                        self._on_annotation, 10)
+        self._reset_srv = self.create_service(Trigger, '~/reset', self._on_reset)
+        self._diag_timer = self.create_timer(settings['diagnostics_period'],
+                                             self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name='vos_worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'segmenting {self._image_sub.topic_name} -> {self._pub.topic_name} with backend '
+            f'{self._backend_name} on {self._device}; '
+            + ('annotation from ' + settings['annotation_path']
+               if settings['annotation_path'] else
+               f'waiting for a label map on {self._annotation_sub.topic_name}'))
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _declare_parameters(self):
+        for name, (default, description, read_only, extra) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description, read_only=read_only,
+                                             **extra)
+            self.declare_parameter(name, default, descriptor)
+
+    def _read_settings(self):
+        """Return the parameter values, validated; ValueError names the bad parameter."""
+        settings = {name: self.get_parameter(name).value for name in PARAMETERS}
+        backend = settings['backend']
+        if backend in ('', 'default'):
+            backend = DEFAULT_BACKEND
+        if backend not in available_backends():
+            raise ValueError(f'parameter backend: unknown backend {settings["backend"]!r}; '
+                             f'choose one of default, {", ".join(available_backends())}')
+        settings['backend'] = backend
+        try:
+            settings['device'] = validate_device_string(settings['device'])
+        except ValueError as error:
+            raise ValueError(f'parameter device: {error}') from None
+        if settings['image_transport'] not in TRANSPORT_CHOICES:
+            raise ValueError(f'parameter image_transport: must be raw or compressed, got '
+                             f'{settings["image_transport"]!r}')
+        if settings['input_reliability'] not in RELIABILITY_CHOICES:
+            raise ValueError(f'parameter input_reliability: must be '
+                             f'{" or ".join(RELIABILITY_CHOICES)}, got '
+                             f'{settings["input_reliability"]!r}')
+        return settings
+
+    # -- callbacks (executor thread: never run the model here) ------------------------------
+
+    def _on_image(self, msg):
+        received = time.monotonic()
+        with self._cond:
+            self._stats['received'] += 1
+            if self._slot is not None:
+                self._stats['dropped'] += 1
+            self._slot = (msg, received)
+            self._cond.notify()
+
+    def _on_annotation(self, msg):
+        try:
+            labels = msg_to_labels(msg)
+        except ConversionError as error:
+            self._log_throttled('warning', 'annotation', f'ignoring annotation: {error}')
+            return
+        with self._cond:
+            self._pending_annotation = labels
+        self.get_logger().info(f'annotation received: objects {object_ids(labels)} '
+                               f'({msg.width}x{msg.height}); applied to the next frame')
+
+    def _on_reset(self, request, response):
+        with self._cond:
+            self._reset_pending = True
+            self._pending_annotation = None
+            self._latencies.clear()
+            self._step_times.clear()
+        response.success = True
+        if self._file_annotation is not None:
+            response.message = ('tracking reset; annotation_path is applied again to the next '
+                                'frame')
+        else:
+            response.message = (f'tracking reset; waiting for a label map on '
+                                f'{self._annotation_sub.topic_name}')
+        self.get_logger().info(response.message)
+        return response
+
+    # -- worker thread ---------------------------------------------------------------------
+
+    def _work(self):
+        while True:
+            with self._cond:
+                while self._slot is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                msg, received = self._slot
+                self._slot = None
+                reset = self._reset_pending
+                self._reset_pending = False
+                annotation = self._pending_annotation
+                self._pending_annotation = None
+            try:
+                self._process(msg, received, reset, annotation)
+            except Exception as error:  # the node must outlive any one bad frame
+                if self._stopping or not rclpy.ok(context=self.context):
+                    return
+                self._stats['errors'] += 1
+                self._log_throttled('error', 'step', f'frame failed and was skipped: '
+                                    f'{type(error).__name__}: {error}')
+
+    def _process(self, msg, received, reset, annotation):
+        if reset:
+            self.session.reset()
+            self._needs_file_annotation = self._file_annotation is not None
+        try:
+            if isinstance(msg, CompressedImage):
+                image = compressed_msg_to_rgb(msg)
+            else:
+                image = image_msg_to_rgb(msg)
+        except ConversionError as error:
+            self._stats['bad'] += 1
+            if annotation is not None:  # keep it for the next good frame
+                with self._cond:
+                    if self._pending_annotation is None:
+                        self._pending_annotation = annotation
+            self._log_throttled('warning', 'bad:' + error.kind,
+                                f'skipping frame: {error}')
+            return
+        height, width = image.shape[:2]
+        if self._image_size is not None and self._image_size != (width, height):
+            self._log_throttled('warning', 'size', (
+                f'image size changed from {self._image_size[0]}x{self._image_size[1]} to '
+                f'{width}x{height}; continuing at the same working size'))
+        self._image_size = (width, height)
+
+        mask = annotation
+        if mask is None and self._needs_file_annotation:
+            mask = self._file_annotation
+        if mask is not None:
+            self._needs_file_annotation = False
+            if mask.shape != (height, width):
+                self.get_logger().info(f'annotation {mask.shape[1]}x{mask.shape[0]} rescaled to '
+                                       f'the image size {width}x{height}')
+        elif not self.session.initialized:
+            self._stats['waiting'] += 1
+            self._log_throttled('info', 'waiting', (
+                f'waiting for an annotation: set parameter annotation_path or publish a label '
+                f'map on {self._annotation_sub.topic_name}'), period=10.0)
+            return
+        tic = time.monotonic()
+        result = self.session.step(image, mask)
+        step_ms = (time.monotonic() - tic) * 1000.0
+        self._pub.publish(labels_to_msg(result.labels, msg.header))
+        done = time.monotonic()
+        with self._cond:
+            self._stats['published'] += 1
+            self._latencies.append((done - received) * 1000.0)
+            self._step_times.append(step_ms)
+            self._publish_times.append(done)
+        if self._overlay_pub.get_subscription_count() > 0 \
+                and self.get_parameter('publish_overlay').value:
+            alpha = float(self.get_parameter('overlay_alpha').value)
+            blended = overlay(image, result.labels, alpha=alpha)
+            self._overlay_pub.publish(array_to_image_msg(blended, 'rgb8', msg.header))
+
+    # -- diagnostics and logging -----------------------------------------------------------
+
+    def statistics(self):
+        """Return counters and latency figures (a dict; also what /diagnostics carries)."""
+        with self._cond:
+            stats = dict(self._stats)
+            latencies = np.array(self._latencies, dtype=np.float64)
+            steps = np.array(self._step_times, dtype=np.float64)
+            times = list(self._publish_times)
+        recent = [t for t in times if t >= time.monotonic() - 5.0]
+        stats['fps'] = ((len(recent) - 1) / (recent[-1] - recent[0])
+                        if len(recent) > 1 and recent[-1] > recent[0] else 0.0)
+        stats['latency_p50_ms'] = float(np.percentile(latencies, 50)) if latencies.size else 0.0
+        stats['latency_p95_ms'] = float(np.percentile(latencies, 95)) if latencies.size else 0.0
+        stats['step_p50_ms'] = float(np.percentile(steps, 50)) if steps.size else 0.0
+        stats['step_p95_ms'] = float(np.percentile(steps, 95)) if steps.size else 0.0
+        return stats
+
+    def _publish_diagnostics(self):
+        stats = self.statistics()
+        status = DiagnosticStatus(name=f'{self.get_name()}: segmentation',
+                                  hardware_id=self._device)
+        new_drops = stats['dropped'] - self._last_diag_dropped
+        self._last_diag_dropped = stats['dropped']
+        if stats['received'] == 0:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'no image received yet on {self._image_sub.topic_name}'
+        elif not self.session.initialized and not self._needs_file_annotation:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'waiting for an annotation'
+        elif new_drops:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'dropping frames: inference slower than input ({new_drops} new)'
+            self._log_throttled('info', 'dropped', (
+                f'dropped {stats["dropped"]} of {stats["received"]} frames so far: '
+                'inference is slower than the camera'), period=10.0)
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = 'tracking'
+        values = {
+            'fps': f'{stats["fps"]:.2f}',
+            'latency_p50_ms': f'{stats["latency_p50_ms"]:.1f}',
+            'latency_p95_ms': f'{stats["latency_p95_ms"]:.1f}',
+            'step_p50_ms': f'{stats["step_p50_ms"]:.1f}',
+            'step_p95_ms': f'{stats["step_p95_ms"]:.1f}',
+            'frames_received': stats['received'],
+            'frames_published': stats['published'],
+            'frames_dropped': stats['dropped'],
+            'frames_bad': stats['bad'],
+            'frames_failed': stats['errors'],
+            'objects': ' '.join(str(i) for i in self.session.object_ids),
+            'backend': self._backend_name,
+            'device': self._device,
+        }
+        status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+    def _log_throttled(self, level, key, text, period=2.0):
+        """Log ``text`` at most once per ``period`` seconds per ``key``; count the rest."""
+        now = time.monotonic()
+        last, suppressed = self._throttle.get(key, (None, 0))
+        if last is not None and now - last < period:
+            self._throttle[key] = (last, suppressed + 1)
+            return
+        if suppressed:
+            text += f' ({suppressed} more since the last message)'
+        self._throttle[key] = (now, 0)
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        logger = self.get_logger()
+        if level == 'info':
+            logger.info(text)
+        elif level == 'warning':
+            logger.warning(text)
+        else:
+            logger.error(text)
+
+    def stop(self):
+        """Stop the worker thread (waits for the frame in progress)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=10.0)
+
+
+def _parse_args(argv):
+    from rclpy.utilities import remove_ros_args
+
+    lines = [f'  {name} (default {default!r}): {description}'
+             for name, (default, description, _, _) in PARAMETERS.items()]
+    parser = argparse.ArgumentParser(
+        prog=NODE_NAME, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Video object segmentation node: image -> segmentation (mono8 labels).',
+        epilog='ROS parameters (--ros-args -p name:=value, or --params-file config/vos.yaml):\n'
+        + '\n'.join(lines))
+    parser.parse_args(remove_ros_args(args=argv)[1:])
+
+
+def main(argv=None):
+    """Run the node until SIGINT/SIGTERM; return the exit code (0 on a clean stop)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or argv[0].startswith('-'):
+        argv.insert(0, NODE_NAME)
+    _parse_args(argv)
+    try:
+        rclpy.init(args=argv)
+    except Exception as error:  # malformed --ros-args: rclpy's text says what is wrong
+        print(f'{NODE_NAME}: error: invalid ROS arguments: {error}', file=sys.stderr)
+        return EXIT_BAD_PARAMETER
+    try:
+        node = VosNode()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()
+        return EXIT_OK
+    except (ValueError, ParameterException, VosError) as error:
+        # One clear line, no traceback: these are the user's settings or files.
+        print(f'{NODE_NAME}: error: {error}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return EXIT_STARTUP_ERROR if isinstance(error, VosError) else EXIT_BAD_PARAMETER
+    except Exception:
+        if not rclpy.ok():  # SIGINT/SIGTERM while starting: rclpy shut the context down
+            return EXIT_OK
+        raise
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return EXIT_OK
+
+
+if __name__ == '__main__':
+    sys.exit(main())

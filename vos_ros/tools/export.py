@@ -1,0 +1,153 @@
+"""``vos_export``: a training checkpoint (or a user's traced model) -> TorchScript + vos.json.
+
+``vos_export CKPT --out model.pt`` rebuilds the network a ``vos_train`` checkpoint describes,
+traces it and stores the metadata the loader needs. ``vos_export --from-traced MODEL.pt --out
+model.pt`` adds metadata to your own TorchScript embedding model (``[1,3,H,W]`` ->
+``[1,D,h,w]``); D and the output stride are measured by running it once.
+"""
+
+import argparse
+import datetime
+import os
+import sys
+import warnings
+
+from vos_ros.core.errors import ModelError
+from vos_ros.core.errors import VosError
+
+
+def build_parser():
+    """Return the argument parser of vos_export."""
+    parser = argparse.ArgumentParser(
+        prog='vos_export', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='vos_train checkpoint (e.g. out/train/last.pt)')
+    parser.add_argument('--from-traced', default=None, metavar='MODEL',
+                        help='instead: a TorchScript model [1,3,H,W] -> [1,D,h,w] to which '
+                             'metadata is added')
+    parser.add_argument('--out', required=True, help='model file to write')
+    parser.add_argument('--kind', default='embedding', help='model kind stored in vos.json')
+    parser.add_argument('--mean', type=float, nargs=3, default=None, metavar=('R', 'G', 'B'),
+                        help='input mean on the 0..255 scale (--from-traced; default ImageNet)')
+    parser.add_argument('--std', type=float, nargs=3, default=None, metavar=('R', 'G', 'B'),
+                        help='input std on the 0..255 scale (--from-traced; default ImageNet)')
+    parser.add_argument('--input-multiple', type=int, default=None,
+                        help='H and W must be multiples of this (--from-traced; default: the '
+                             'measured stride)')
+    parser.add_argument('--normalized', action='store_true',
+                        help='the traced model outputs unit-length embeddings')
+    parser.add_argument('--resolution', type=int, default=None,
+                        help='shorter image side to run the model at (0 = working size)')
+    parser.add_argument('--training-data', default=None,
+                        help='free-text description of the training data (--from-traced)')
+    parser.add_argument('--version', default=None, help='model version string')
+    parser.add_argument('--probe-size', type=int, nargs=2, default=(128, 128),
+                        metavar=('H', 'W'), help='input size used to measure D and the stride')
+    return parser
+
+
+def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
+    """Trace a vos_train checkpoint into a model file; returns the metadata written."""
+    import torch
+
+    from vos_ros.core.model_io import save_model
+    from vos_ros.core.models import build_model
+
+    if not os.path.isfile(checkpoint_path):
+        raise ModelError(f'checkpoint not found: {checkpoint_path}')
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+        arch, kwargs = checkpoint['arch'], checkpoint['model_kwargs']
+        state, train_meta = checkpoint['state_dict'], checkpoint['meta']
+    except (KeyError, TypeError) as error:
+        raise ModelError(f'{checkpoint_path} is not a vos_train checkpoint (no {error}); for a '
+                         'TorchScript model use --from-traced') from error
+    except Exception as error:
+        raise ModelError(f'cannot read checkpoint {checkpoint_path}: {error}') from error
+    model = build_model(arch, **kwargs)
+    model.load_state_dict(state)
+    model.eval()
+    multiple = int(train_meta.get('input_multiple', 16))
+    example = torch.zeros(1, 3, 8 * multiple, 12 * multiple)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
+    meta = {
+        'kind': train_meta.get('kind', 'embedding'),
+        'mean': list(train_meta['mean']), 'std': list(train_meta['std']),
+        'stride': int(train_meta['stride']), 'input_multiple': multiple,
+        'embedding_dim': int(train_meta['embedding_dim']),
+        'normalized': bool(train_meta.get('normalized', False)),
+        'resolution': int(train_meta.get('resolution', 0) if resolution is None else resolution),
+        'arch': arch, 'model_kwargs': kwargs,
+        'training_data': train_meta.get('training_data'),
+        'training': {'iteration': int(checkpoint.get('iteration', 0)),
+                     'elapsed_s': float(checkpoint.get('elapsed_s', 0.0)),
+                     'loss': train_meta.get('loss')},
+        'version': version or f'{arch}-it{int(checkpoint.get("iteration", 0))}',
+        'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    }
+    return save_model(traced, out_path, meta)
+
+
+def export_traced(traced_path, out_path, args):
+    """Add metadata to a user's TorchScript embedding model; returns the metadata written."""
+    from vos_ros.core.model_io import jit_load
+    from vos_ros.core.model_io import META_FILE
+    from vos_ros.core.model_io import probe_embedding
+    from vos_ros.core.model_io import save_model
+    from vos_ros.tools.train import MEAN
+    from vos_ros.tools.train import STD
+
+    if not os.path.isfile(traced_path):
+        raise ModelError(f'traced model not found: {traced_path}')
+    try:
+        module = jit_load(traced_path, 'cpu')
+    except Exception as error:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ModelError(f'{traced_path} is not a TorchScript model ({text}); trace your '
+                         'model with torch.jit.trace and save it with torch.jit.save') from error
+    module.eval()
+    dim, stride = probe_embedding(module, tuple(args.probe_size))
+    meta = {
+        'kind': args.kind,
+        'mean': list(args.mean) if args.mean else list(MEAN),
+        'std': list(args.std) if args.std else list(STD),
+        'stride': stride, 'input_multiple': int(args.input_multiple or stride),
+        'embedding_dim': dim, 'normalized': bool(args.normalized),
+        'resolution': int(args.resolution or 0),
+        'training_data': args.training_data or 'unknown (user model)',
+        'version': args.version or os.path.basename(traced_path),
+        'source': f'{os.path.basename(traced_path)} (metadata added by vos_export; '
+                  f'replaces any earlier {META_FILE})',
+        'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    }
+    return save_model(module, out_path, meta)
+
+
+def main(argv=None):
+    """Console entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if bool(args.checkpoint) == bool(args.from_traced):
+            raise ValueError('give either a checkpoint or --from-traced MODEL (not both)')
+        try:
+            import torch  # noqa: F401
+        except ImportError as error:
+            raise ModelError('vos_export needs PyTorch: pip install torch') from error
+        if args.from_traced:
+            meta = export_traced(args.from_traced, args.out, args)
+        else:
+            meta = export_checkpoint(args.checkpoint, args.out, args.version, args.resolution)
+    except (VosError, ValueError) as error:
+        print(f'vos_export: error: {error}', file=sys.stderr)
+        return 2
+    size_mb = os.path.getsize(args.out) / 1e6
+    print(f'vos_export: wrote {args.out} ({size_mb:.2f} MB): kind {meta["kind"]}, '
+          f'D={meta["embedding_dim"]}, stride {meta["stride"]}, version {meta["version"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,666 @@
+"""``vos_train``: train a pixel-embedding model (PML family) on DAVIS folders and synthetic video.
+
+Each training sample is a pair of frames of one sequence (reference and query) with their
+masks. The loss is PML's nearest-neighbour triplet loss: for every sampled query pixel, the
+nearest reference pixel of its own object must be closer than the nearest one of any other
+object (or the background) by a margin. That is exactly the rule the ``embedding`` backend
+applies at run time, so the training metric (nearest-neighbour pair IoU) predicts tracking.
+
+Sampling is a pure function of (seed, sample index), so runs are reproducible, resumable
+(``--resume``) and identical whatever the number of data-loading workers. Under ``torchrun``
+(WORLD_SIZE > 1) every rank draws its own indices and the model is wrapped in
+DistributedDataParallel; only rank 0 writes files.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from vos_ros.core.davis import check_same_size
+from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import read_sequences_file
+from vos_ros.core.errors import DataError
+from vos_ros.core.errors import VosError
+
+#: Input normalisation (ImageNet statistics, 0..255 scale) stored in the model's metadata.
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+CSV_FIELDS = ('iteration', 'epoch', 'loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr',
+              'elapsed_s')
+
+
+def build_parser():
+    """Return the argument parser of vos_train."""
+    parser = argparse.ArgumentParser(
+        prog='vos_train', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('data', nargs='*',
+                        help='DAVIS-layout dataset folders (JPEGImages/480p/<seq>, '
+                             'Annotations/480p/<seq>, every frame annotated)')
+    parser.add_argument('--sequences-file', default=None,
+                        help='train only on the sequences listed here (one per line)')
+    parser.add_argument('--exclude-file', default=None,
+                        help='never train on the sequences listed here (your hold-out)')
+    parser.add_argument('--val-file', default=None,
+                        help='sequences (in the data folders) scored for val_pair_iou')
+    parser.add_argument('--synthetic', type=int, default=0,
+                        help='number of procedural synthetic clips to add to the data')
+    parser.add_argument('--synthetic-ratio', type=float, default=0.3,
+                        help='share of samples drawn from synthetic clips when both kinds exist')
+    parser.add_argument('--epochs', type=int, default=10, help='epochs to train in total')
+    parser.add_argument('--iters-per-epoch', type=int, default=500,
+                        help='iterations per epoch (samples are drawn at random)')
+    parser.add_argument('--batch-size', type=int, default=8, help='frame pairs per iteration '
+                        '(per process under torchrun)')
+    parser.add_argument('--lr', type=float, default=2e-3, help='peak learning rate (AdamW)')
+    parser.add_argument('--crop', type=int, default=192, help='training crop side (pixels)')
+    parser.add_argument('--resolution', type=int, default=240,
+                        help='frames are loaded with this shorter side (pixels)')
+    parser.add_argument('--embedding-dim', type=int, default=32, help='embedding size D')
+    parser.add_argument('--width', type=float, default=1.0, help='channel width multiplier')
+    parser.add_argument('--margin', type=float, default=0.3, help='triplet margin')
+    parser.add_argument('--ref-pixels', type=int, default=512,
+                        help='reference pixels sampled per pair')
+    parser.add_argument('--anchor-pixels', type=int, default=512,
+                        help='query pixels sampled per pair')
+    parser.add_argument('--checkpoint-every', type=int, default=200,
+                        help='write a checkpoint every N iterations (and at each epoch end)')
+    parser.add_argument('--keep-checkpoints', type=int, default=3,
+                        help='how many numbered checkpoints to keep (last.pt is always kept)')
+    parser.add_argument('--log-every', type=int, default=10,
+                        help='append averaged metrics to metrics.csv every N iterations')
+    parser.add_argument('--resume', default=None,
+                        help='checkpoint to continue from ("last" = OUT/last.pt if it exists)')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--workers', type=int, default=0, help='data-loading processes')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch CPU threads (0 = torch default)')
+    parser.add_argument('--max-minutes', type=float, default=0.0,
+                        help='stop (with a checkpoint) after this much wall time; 0 = no limit')
+    parser.add_argument('--seed', type=int, default=0, help='seed of all sampling')
+    parser.add_argument('--out', default='out/train', help='output folder')
+    return parser
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def _resize_pair(image, labels, resolution):
+    height, width = image.shape[:2]
+    scale = resolution / min(height, width)
+    if resolution <= 0 or scale >= 1.0:
+        return image, labels
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    return (cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST))
+
+
+def load_davis_sequences(root, names, resolution, progress=True):
+    """Load whole sequences (frames + masks) at ``resolution``; DataError names bad files."""
+    from tqdm import tqdm
+
+    dataset = Dataset(root)
+    sequences = []
+    for name in tqdm(names, desc=f'loading {os.path.basename(os.path.normpath(root))}',
+                     disable=not progress, unit='seq'):
+        sequence = dataset.sequence(name)
+        frames, masks = [], []
+        for index in range(len(sequence)):
+            image = sequence.read_frame(index)
+            path = sequence.mask_path(index)
+            if not os.path.isfile(path):
+                raise DataError(f'missing mask {path}: training needs a mask for every frame')
+            labels = sequence.read_mask(index)
+            check_same_size(image, labels, path)
+            image, labels = _resize_pair(image, labels, resolution)
+            frames.append(image)
+            masks.append(labels)
+        sequences.append({'name': f'{root}:{name}', 'frames': frames, 'masks': masks,
+                          'synthetic': False})
+    return sequences
+
+
+def make_synthetic_sequences(count, seed, resolution):
+    """Return ``count`` procedural clips (vos_ros.core.synthetic) as training sequences."""
+    from vos_ros.core.synthetic import clip_stream
+
+    height = max(32, resolution)
+    width = int(round(height * 4 / 3))
+    stream = clip_stream(seed=seed + 7919, num_frames=16, width=width, height=height)
+    sequences = []
+    for index in range(count):
+        clip = next(stream)
+        sequences.append({'name': f'synthetic{index:04d}', 'frames': clip.frames,
+                          'masks': clip.masks, 'synthetic': True})
+    return sequences
+
+
+def _sample_pixels(rng, labels, allowed, count):
+    """Sample ``count`` flat indices of pixels whose label is in ``allowed``, class-balanced."""
+    flat = labels.reshape(-1)
+    mask = np.isin(flat, allowed)
+    if not mask.any():
+        return np.zeros(count, np.int64), False
+    present, counts = np.unique(flat[mask], return_counts=True)
+    weight = np.zeros(256)
+    weight[present] = 1.0 / counts
+    probs = weight[flat] * mask
+    probs /= probs.sum()
+    return rng.choice(flat.size, size=count, replace=True, p=probs).astype(np.int64), True
+
+
+class PairDataset:
+    """Sample ``index`` -> one augmented (reference, query) pair; a pure function of index."""
+
+    def __init__(self, sequences, crop, stride, seed, ref_pixels, anchor_pixels,
+                 synthetic_ratio=0.3, augment=True):
+        if not sequences:
+            raise DataError('no training sequences: give DAVIS folders and/or --synthetic N')
+        if crop % 16:
+            raise ValueError(f'--crop must be a multiple of 16, got {crop}')
+        self.sequences = [s for s in sequences if len(s['frames']) >= 1]
+        self.real = [i for i, s in enumerate(self.sequences) if not s['synthetic']]
+        self.synth = [i for i, s in enumerate(self.sequences) if s['synthetic']]
+        self.crop = crop
+        self.stride = stride
+        self.seed = seed
+        self.ref_pixels = ref_pixels
+        self.anchor_pixels = anchor_pixels
+        self.synthetic_ratio = synthetic_ratio
+        self.augment = augment
+        self.mean = np.array(MEAN, np.float32)
+        self.std = np.array(STD, np.float32)
+
+    def __len__(self):
+        return 2 ** 62
+
+    def _pick_sequence(self, rng):
+        if self.real and self.synth:
+            pool = self.synth if rng.random() < self.synthetic_ratio else self.real
+        else:
+            pool = self.real or self.synth
+        return self.sequences[pool[int(rng.integers(len(pool)))]]
+
+    def _window(self, rng, labels, scale):
+        """Return the affine map (2×3) from a frame to a crop of side ``crop``."""
+        height, width = labels.shape
+        side = self.crop / scale
+        ys, xs = np.nonzero(labels)
+        if xs.size and rng.random() < 0.8:
+            centre = np.array([xs.mean(), ys.mean()]) + rng.normal(0, side / 4, 2)
+        else:
+            centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+        # keep the window inside the frame where possible (borders replicate otherwise)
+        centre[0] = np.clip(centre[0], min(side / 2, width / 2), max(width - side / 2, width / 2))
+        centre[1] = np.clip(centre[1], min(side / 2, height / 2),
+                            max(height - side / 2, height / 2))
+        angle = rng.uniform(-10, 10) if self.augment else 0.0
+        matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
+        matrix[:, 2] += self.crop / 2 - centre
+        return matrix
+
+    def _warp(self, image, labels, matrix, flip):
+        size = (self.crop, self.crop)
+        image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)
+        labels = cv2.warpAffine(labels, matrix, size, flags=cv2.INTER_NEAREST,
+                                borderMode=cv2.BORDER_REFLECT)
+        if flip:
+            image, labels = image[:, ::-1], labels[:, ::-1]
+        return image, labels
+
+    def _colour(self, rng, image):
+        image = image.astype(np.float32)
+        if self.augment:
+            gain = rng.uniform(0.7, 1.3) * rng.uniform(0.9, 1.1, 3)
+            image = (image - 128.0) * rng.uniform(0.7, 1.3) + 128.0
+            image = image * gain + rng.uniform(-20, 20)
+            if rng.random() < 0.3:
+                image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
+        image = np.clip(image, 0, 255)
+        return ((image - self.mean) / self.std).transpose(2, 0, 1).astype(np.float32)
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, int(index)])
+        sequence = self._pick_sequence(rng)
+        count = len(sequence['frames'])
+        ref = int(rng.integers(count))
+        query = int(rng.integers(count)) if count > 1 else ref
+        if query == ref and count > 1:
+            query = (ref + 1 + int(rng.integers(count - 1))) % count
+        scale = rng.uniform(0.7, 1.3) if self.augment else 1.0
+        flip = bool(self.augment and rng.random() < 0.5)
+        base = self._window(rng, sequence['masks'][query], scale)
+        out = {}
+        for key, frame, jitter in (('ref', ref, True), ('query', query, False)):
+            matrix = base.copy()
+            if jitter and self.augment:
+                # the two frames see slightly different windows, as a moving camera would
+                matrix[:, 2] += rng.normal(0, self.crop / 12, 2)
+                matrix[:, :2] *= rng.uniform(0.9, 1.1)
+            image, labels = self._warp(sequence['frames'][frame], sequence['masks'][frame],
+                                       matrix, flip)
+            small = labels[self.stride // 2::self.stride, self.stride // 2::self.stride]
+            out[key + '_image'] = self._colour(rng, image)
+            out[key + '_labels'] = np.ascontiguousarray(small).astype(np.int64)
+        ref_classes = np.unique(out['ref_labels'])
+        ref_idx, ok_ref = _sample_pixels(rng, out['ref_labels'], ref_classes, self.ref_pixels)
+        anchor_idx, ok_anchor = _sample_pixels(rng, out['query_labels'], ref_classes,
+                                               self.anchor_pixels)
+        out['ref_idx'] = ref_idx
+        out['anchor_idx'] = anchor_idx
+        # a pair teaches nothing unless the reference shows an object and the background
+        out['valid'] = bool(ok_ref and ok_anchor and len(ref_classes) >= 2)
+        return out
+
+
+class IndexSampler:
+    """Indices of iterations ``start..stop-1`` for one rank (``batch`` per iteration)."""
+
+    def __init__(self, start, stop, batch, rank=0, world=1):
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+
+    def __iter__(self):
+        for iteration in range(self.start, self.stop):
+            base = (iteration * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+
+    def __len__(self):
+        return max(0, self.stop - self.start) * self.batch
+
+
+# -- loss ------------------------------------------------------------------------------------
+
+
+def nn_triplet_loss(ref_emb, query_emb, batch, margin):
+    """PML nearest-neighbour triplet loss and metrics for a batch of pairs.
+
+    Returns (loss, nn_acc, pair_iou): nn_acc is the share of sampled query pixels whose nearest
+    reference pixel has the right label; pair_iou is the mean object IoU of nearest-neighbour
+    labels over every query pixel.
+    """
+    import torch
+
+    n, dim = ref_emb.shape[:2]
+    ref_flat = ref_emb.reshape(n, dim, -1)
+    query_flat = query_emb.reshape(n, dim, -1)
+    ref_labels = batch['ref_labels'].reshape(n, -1)
+    query_labels = batch['query_labels'].reshape(n, -1)
+    ref_idx, anchor_idx = batch['ref_idx'], batch['anchor_idx']
+    refs = torch.gather(ref_flat, 2, ref_idx[:, None, :].expand(-1, dim, -1))
+    anchors = torch.gather(query_flat, 2, anchor_idx[:, None, :].expand(-1, dim, -1))
+    ref_lab = torch.gather(ref_labels, 1, ref_idx)
+    anchor_lab = torch.gather(query_labels, 1, anchor_idx)
+    # unit vectors: squared distance = 2 - 2 cos
+    dist = 2.0 - 2.0 * torch.einsum('bda,bdr->bar', anchors, refs)
+    same = anchor_lab[:, :, None] == ref_lab[:, None, :]
+    inf = torch.tensor(float('inf'), device=dist.device, dtype=dist.dtype)
+    d_pos = torch.where(same, dist, inf).min(dim=2).values
+    d_neg = torch.where(same, inf, dist).min(dim=2).values
+    valid = batch['valid'][:, None] & torch.isfinite(d_pos) & torch.isfinite(d_neg)
+    hinge = torch.relu(d_pos - d_neg + margin)
+    count = valid.sum()
+    loss = (hinge * valid).sum() / count.clamp(min=1)
+    with torch.no_grad():
+        acc = ((d_pos < d_neg) & valid).sum().float() / count.clamp(min=1)
+        full = 2.0 - 2.0 * torch.einsum('bdq,bdr->bqr', query_flat, refs)
+        pred = torch.gather(ref_lab, 1, full.argmin(dim=2))
+        ious = []
+        for b in range(n):
+            if not bool(batch['valid'][b]):
+                continue
+            for label in torch.unique(ref_lab[b]).tolist():
+                if label == 0:
+                    continue
+                p, g = pred[b] == label, query_labels[b] == label
+                union = (p | g).sum()
+                ious.append(float((p & g).sum() / union) if union > 0 else 1.0)
+        iou = float(np.mean(ious)) if ious else float('nan')
+    return loss, float(acc), iou
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def _collate(items):
+    import torch
+
+    out = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key == 'valid':
+            out[key] = torch.tensor(values, dtype=torch.bool)
+        else:
+            out[key] = torch.from_numpy(np.stack(values))
+    return out
+
+
+def _read_names(path, what):
+    names = read_sequences_file(path)
+    if not names:
+        raise DataError(f'{what} {path} lists no sequences')
+    return names
+
+
+def gather_sequences(args, progress):
+    """Return (train sequences, validation sequences, description of the training data)."""
+    include = set(_read_names(args.sequences_file, '--sequences-file')) \
+        if args.sequences_file else None
+    exclude = set(_read_names(args.exclude_file, '--exclude-file')) if args.exclude_file else set()
+    val_names = set(_read_names(args.val_file, '--val-file')) if args.val_file else set()
+    train, val, described = [], [], []
+    for root in args.data:
+        names = Dataset(root).sequence_names()
+        chosen = [n for n in names if (include is None or n in include) and n not in exclude
+                  and n not in val_names]
+        train += load_davis_sequences(root, chosen, args.resolution, progress)
+        held_out = [n for n in names if n in val_names]
+        if held_out:
+            val += load_davis_sequences(root, held_out, args.resolution, progress)
+        described.append({'root': os.path.abspath(root), 'sequences': chosen})
+    if args.synthetic > 0:
+        train += make_synthetic_sequences(args.synthetic, args.seed, args.resolution)
+        described.append({'synthetic_clips': args.synthetic})
+    if not train:
+        raise DataError('no training sequences: give DAVIS folders and/or --synthetic N')
+    return train, val, described
+
+
+def _lr_at(iteration, total, peak):
+    warmup = min(200, max(1, total // 20))
+    if iteration < warmup:
+        return peak * (iteration + 1) / warmup
+    progress = (iteration - warmup) / max(1, total - warmup)
+    return peak * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _save_atomic(obj, path):
+    import torch
+
+    tmp = path + '.tmp'
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_curves(csv_path, png_path):
+    """Plot loss and metrics from metrics.csv into a PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+
+    rows = _read_csv(csv_path)
+    if not rows:
+        return
+    its = [int(r['iteration']) for r in rows]
+
+    def column(name):
+        return [float(r[name]) if r.get(name) not in (None, '') else float('nan') for r in rows]
+
+    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(its, column('loss'))
+    axes[0].set_title('triplet loss')
+    axes[0].set_xlabel('iteration')
+    for name in ('nn_acc', 'pair_iou', 'val_pair_iou'):
+        values = column(name)
+        points = [(i, v) for i, v in zip(its, values) if not math.isnan(v)]
+        if points:
+            axes[1].plot(*zip(*points), marker='.' if name.startswith('val') else None,
+                         label=name)
+    axes[1].set_title('nearest-neighbour metrics')
+    axes[1].set_xlabel('iteration')
+    axes[1].set_ylim(0, 1)
+    axes[1].legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=80)
+    pyplot.close(figure)
+
+
+def _read_csv(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline='', encoding='utf-8') as handle:
+        return list(csv.DictReader(handle))
+
+
+def _prepare_csv(path, resume_iteration):
+    """Keep rows up to the resumed iteration (a crash may have logged past the checkpoint)."""
+    rows = [r for r in _read_csv(path) if int(r['iteration']) <= resume_iteration]
+    with open(path, 'w', newline='', encoding='utf-8') as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def validate(model, dataset, device, count, margin):
+    """Mean nearest-neighbour pair IoU over ``count`` fixed validation pairs."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    ious = []
+    with torch.no_grad():
+        for start in range(0, count, 8):
+            batch = _collate([dataset[i] for i in range(start, min(count, start + 8))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            emb = model(torch.cat([batch['ref_image'], batch['query_image']]))
+            half = emb.shape[0] // 2
+            _, _, iou = nn_triplet_loss(emb[:half], emb[half:], batch, margin)
+            if not math.isnan(iou):
+                ious.append(iou)
+    model.train(was_training)
+    return float(np.mean(ious)) if ious else float('nan')
+
+
+def train(args):
+    """Run training as configured by parsed ``args``; returns the path of last.pt."""
+    import torch
+    from torch import distributed
+    from tqdm import tqdm
+
+    from vos_ros.core.device import resolve_device
+    from vos_ros.core.models import build_model
+
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    rank = int(os.environ.get('RANK', '0'))
+    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if world > 1 and device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    if world > 1:
+        distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    main_rank = rank == 0
+    for name in ('epochs', 'iters_per_epoch', 'batch_size', 'checkpoint_every', 'log_every'):
+        if getattr(args, name) < 1:
+            raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
+    os.makedirs(args.out, exist_ok=True)
+
+    resume_path = args.resume
+    if resume_path == 'last':
+        candidate = os.path.join(args.out, 'last.pt')
+        resume_path = candidate if os.path.isfile(candidate) else None
+    checkpoint = None
+    if resume_path:
+        if not os.path.isfile(resume_path):
+            raise DataError(f'checkpoint to resume not found: {resume_path}')
+        try:
+            checkpoint = torch.load(resume_path, map_location='cpu', weights_only=False)
+            checkpoint['state_dict']
+        except Exception as error:
+            raise DataError(f'cannot read checkpoint {resume_path}: {error}') from error
+
+    torch.manual_seed(args.seed)
+    if checkpoint is not None:
+        arch, model_kwargs = checkpoint['arch'], checkpoint['model_kwargs']
+    else:
+        arch = 'embednet'
+        model_kwargs = {'embedding_dim': args.embedding_dim, 'width': args.width}
+    model = build_model(arch, **model_kwargs)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint['state_dict'])
+    model.to(device)
+    train_seqs, val_seqs, described = gather_sequences(args, progress=main_rank)
+    dataset = PairDataset(train_seqs, args.crop, model.stride, args.seed, args.ref_pixels,
+                          args.anchor_pixels, args.synthetic_ratio)
+    val_set = PairDataset(val_seqs, args.crop, model.stride, args.seed + 1, args.ref_pixels,
+                          args.anchor_pixels, augment=False) if val_seqs else None
+
+    net = model
+    if world > 1:
+        if device.startswith('cuda'):
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[local_rank] if device.startswith('cuda') else None)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    start = 0
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        start = int(checkpoint['iteration'])
+    total = args.epochs * args.iters_per_epoch
+
+    meta = {
+        'kind': 'embedding', 'arch': arch, 'model_kwargs': model_kwargs,
+        'mean': list(MEAN), 'std': list(STD), 'stride': model.stride,
+        'input_multiple': model.input_multiple, 'embedding_dim': model.embedding_dim,
+        'normalized': True, 'resolution': args.resolution, 'training_data': described,
+        'loss': f'PML nearest-neighbour triplet, margin {args.margin}',
+    }
+    csv_path = os.path.join(args.out, 'metrics.csv')
+    png_path = os.path.join(args.out, 'curves.png')
+    ckpt_dir = os.path.join(args.out, 'checkpoints')
+    writer = None
+    if main_rank:
+        os.makedirs(ckpt_dir, exist_ok=True)
+        _prepare_csv(csv_path, start)
+        with open(os.path.join(args.out, 'config.json'), 'w', encoding='utf-8') as handle:
+            json.dump({'args': vars(args), 'meta': meta}, handle, indent=2)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(os.path.join(args.out, 'tensorboard'))
+        except ImportError:  # tensorboard is optional
+            writer = None
+
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        stop_requested.append(signum)
+
+    previous_handler = signal.signal(signal.SIGTERM, request_stop)
+    started = time.monotonic()
+    elapsed_before = float(checkpoint.get('elapsed_s', 0.0)) if checkpoint else 0.0
+
+    def save(iteration):
+        if not main_rank:
+            return
+        state = {'arch': arch, 'model_kwargs': model_kwargs, 'state_dict': model.state_dict(),
+                 'optimizer': optimizer.state_dict(), 'iteration': iteration,
+                 'epoch': iteration / args.iters_per_epoch, 'meta': meta, 'args': vars(args),
+                 'elapsed_s': elapsed_before + time.monotonic() - started}
+        numbered = os.path.join(ckpt_dir, f'ckpt_{iteration:07d}.pt')
+        _save_atomic(state, numbered)
+        _save_atomic(state, os.path.join(args.out, 'last.pt'))
+        old = sorted(n for n in os.listdir(ckpt_dir) if n.startswith('ckpt_'))
+        for name in old[:-args.keep_checkpoints] if args.keep_checkpoints > 0 else []:
+            os.remove(os.path.join(ckpt_dir, name))
+        write_curves(csv_path, png_path)
+
+    from torch.utils.data import DataLoader
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=_collate,
+                        sampler=IndexSampler(start, total, args.batch_size, rank, world),
+                        num_workers=args.workers, persistent_workers=False)
+    net.train()
+    sums = {'loss': 0.0, 'nn_acc': 0.0, 'pair_iou': 0.0, 'n': 0, 'iou_n': 0}
+    iteration = start
+    progress = tqdm(total=total, initial=start, desc='training', unit='it',
+                    disable=not main_rank, dynamic_ncols=True)
+    for batch in loader:
+        lr = _lr_at(iteration, total, args.lr)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        emb = net(torch.cat([batch['ref_image'], batch['query_image']]))
+        half = emb.shape[0] // 2
+        loss, acc, iou = nn_triplet_loss(emb[:half], emb[half:], batch, args.margin)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        iteration += 1
+        sums['loss'] += float(loss.detach())
+        sums['nn_acc'] += acc
+        sums['n'] += 1
+        if not math.isnan(iou):
+            sums['pair_iou'] += iou
+            sums['iou_n'] += 1
+        progress.update(1)
+        progress.set_postfix(loss=f'{float(loss.detach()):.3f}', acc=f'{acc:.2f}')
+        epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
+        out_of_time = args.max_minutes > 0 and \
+            time.monotonic() - started > args.max_minutes * 60.0
+        stopping = out_of_time or bool(stop_requested)
+        if world > 1:
+            # every rank must stop at the same iteration or the others hang in all-reduce
+            flag = torch.tensor([1.0 if stopping else 0.0], device=device)
+            distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
+            stopping = bool(flag.item() > 0)
+        if main_rank and (iteration % args.log_every == 0 or epoch_end or stopping):
+            val_iou = ''
+            if val_set is not None and (epoch_end or iteration % args.checkpoint_every == 0):
+                val_iou = validate(model, val_set, device, 32, args.margin)
+            row = {'iteration': iteration, 'epoch': f'{iteration / args.iters_per_epoch:.3f}',
+                   'loss': sums['loss'] / max(1, sums['n']),
+                   'nn_acc': sums['nn_acc'] / max(1, sums['n']),
+                   'pair_iou': sums['pair_iou'] / sums['iou_n'] if sums['iou_n'] else '',
+                   'val_pair_iou': val_iou, 'lr': lr,
+                   'elapsed_s': round(elapsed_before + time.monotonic() - started, 1)}
+            with open(csv_path, 'a', newline='', encoding='utf-8') as handle:
+                csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(row)
+            if writer is not None:
+                for key in ('loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr'):
+                    if row[key] != '':
+                        writer.add_scalar(key, float(row[key]), iteration)
+            sums = {'loss': 0.0, 'nn_acc': 0.0, 'pair_iou': 0.0, 'n': 0, 'iou_n': 0}
+        if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
+            save(iteration)
+        if stopping:
+            break
+    progress.close()
+    if writer is not None:
+        writer.close()
+    if previous_handler is not None:
+        signal.signal(signal.SIGTERM, previous_handler)
+    if world > 1:
+        distributed.destroy_process_group()
+    return os.path.join(args.out, 'last.pt'), iteration
+
+
+def main(argv=None):
+    """Console entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if not args.data and args.synthetic <= 0:
+            raise ValueError('give at least one DAVIS folder or --synthetic N')
+        path, iteration = train(args)
+    except (VosError, ValueError) as error:
+        print(f'vos_train: error: {error}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('vos_train: interrupted', file=sys.stderr)
+        return 130
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f'vos_train: iteration {iteration}; checkpoint {path}; '
+              f'curves {os.path.join(args.out, "curves.png")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
