@@ -27,9 +27,6 @@ GEODESIC_TAU = 3.0
 MEAN_SHIFT = (6, 16)
 # Pixels inside the box below this fraction of the 90th-percentile distance start as background.
 GEODESIC_THRESHOLD = 0.3
-GEODESIC_THRESHOLDS = (0.3,)
-SIDES_WANTED = 3
-VOTE = False
 # A side of the box counts as touched when the mask comes within this fraction of the box size.
 SIDE_TOLERANCE = 0.06
 DEFAULT_ITERATIONS = 5
@@ -242,22 +239,11 @@ def box_to_mask(image, box, iterations=DEFAULT_ITERATIONS, positive=None, negati
     result = None
     if (~inside).any():
         distance = _geodesic_start(crop, ~inside)
-        relative = distance[inside] / (np.percentile(distance[inside], 90) + 1e-6)
-        best = -1
-        for threshold in GEODESIC_THRESHOLDS:
-            start = np.full(crop.shape[:2], cv2.GC_BGD, np.uint8)
-            start[inside] = np.where(relative < threshold, cv2.GC_PR_BGD, cv2.GC_PR_FGD)
-            candidate = _run_grabcut(crop_lab, with_hard(start), iterations) & inside
-            sides = sides_touched(candidate, local_box)
-            if sides > best:
-                result, best = candidate, sides
-            if VOTE:
-                votes = candidate.astype(np.int32) + (0 if threshold == GEODESIC_THRESHOLDS[0] else votes)
-                continue
-            if sides >= SIDES_WANTED:
-                break
-        if VOTE:
-            result = votes * 2 > len(GEODESIC_THRESHOLDS)
+        scale = np.percentile(distance[inside], 90) + 1e-6
+        start = np.full(crop.shape[:2], cv2.GC_BGD, np.uint8)
+        start[inside] = np.where(distance[inside] / scale < GEODESIC_THRESHOLD,
+                                 cv2.GC_PR_BGD, cv2.GC_PR_FGD)
+        result = _run_grabcut(crop_lab, with_hard(start), iterations) & inside
     if result is None or sides_touched(result, local_box) < 3:
         # The geodesic start lost part of the object (it shares the outside's colours): the
         # rectangle start keeps more of it; take it when it reaches more sides of the box.

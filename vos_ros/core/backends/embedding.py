@@ -77,6 +77,9 @@ class EmbeddingBackend(Backend):
         self.update_refs = bool(update_refs)
         self.confidence = float(confidence)
         self.prior_full_size = bool(prior_full_size)
+        #: Session working size when the caller names none: the network's input size, so
+        #: nothing is computed at a resolution the model never sees.
+        self.default_resolution = 0 if self.prior_full_size else self.resolution
         self.seed = int(seed)
         self._flow = None
         if prior == 'flow':

@@ -107,7 +107,8 @@ class FlowBackend(Backend):
     def __init__(self, quality=DEFAULT_QUALITY, preset=None, consistency=None,
                  appearance=True, cell=16, colour_bits=3, colour_space='lab',
                  occlusion_mix=0.6, colour_prior=50.0, colour_fallback='uniform',
-                 temperature=1.5, prior_floor=1e-3, lost_fraction=0.25):
+                 temperature=1.5, prior_floor=1e-3, lost_fraction=0.25, refine=0,
+                 refine_weight=1.0):
         """Set the options (``quality`` picks defaults for the ones left None).
 
         ``quality``: ``fast``, ``balanced`` or ``accurate`` (see QUALITIES); it also sets
@@ -161,6 +162,8 @@ class FlowBackend(Backend):
         self.temperature = float(temperature)
         self.prior_floor = float(prior_floor)
         self.lost_fraction = float(lost_fraction)
+        self.refine = int(refine)
+        self.refine_weight = float(refine_weight)
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
         self._cells = None
         self.reset()
@@ -200,18 +203,14 @@ class FlowBackend(Backend):
         channels = self._prev_probs.shape[0]
         flow = self._dis.calc(gray, self._prev_gray, None)
         map_x, map_y = _sample_maps(flow)
-        # Samples from outside the previous frame are new content: marked with -1, unknown.
-        prior = _remap_channels(self._prev_probs, map_x, map_y, border_value=-1.0)
-        untrusted = prior[0] < 0
+        # Samples from outside the previous frame take the border's value: measured, making
+        # them unknown instead let the objects' neutral colour model claim new content.
+        prior = _remap_channels(self._prev_probs, map_x, map_y)
         if self.consistency:
-            untrusted |= self._inconsistent(gray, flow, map_x, map_y)
-        if untrusted.any():
+            untrusted = self._inconsistent(gray, flow, map_x, map_y)
+            # Occluded or badly matched pixels keep part of their prior.
             mix = self.occlusion_mix
-            outside = prior[0] < 0
-            # Outside the frame nothing is known; occluded pixels keep part of their prior.
-            prior[:, outside] = 1.0 / channels
-            inside_bad = untrusted & ~outside
-            prior[:, inside_bad] = prior[:, inside_bad] * (1.0 - mix) + mix / channels
+            prior[:, untrusted] = prior[:, untrusted] * (1.0 - mix) + mix / channels
         logit = np.log(prior + self.prior_floor)
         colour = None
         if self.appearance:
@@ -221,6 +220,13 @@ class FlowBackend(Backend):
         logit -= logit.max(axis=0, keepdims=True)
         probs = np.exp(logit, out=logit)
         probs /= probs.sum(axis=0, keepdims=True)
+        for _ in range(self.refine if self.appearance else 0):
+            logit = np.log(probs + self.prior_floor)
+            logit += self.refine_weight * np.log(
+                self._colour_likelihood(colour, None, None, probs, colour))
+            logit -= logit.max(axis=0, keepdims=True)
+            probs = np.exp(logit, out=logit)
+            probs /= probs.sum(axis=0, keepdims=True)
         self._drop_lost(image if colour is None else colour, probs)
         self._prev_gray = gray
         self._prev_colour = colour
@@ -263,9 +269,10 @@ class FlowBackend(Backend):
         forward = self._dis.calc(self._prev_gray, gray, None)
         back = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
-        error = ((flow + back) ** 2).sum(axis=2)
-        magnitude = (flow ** 2).sum(axis=2) + (back ** 2).sum(axis=2)
-        return error > 0.01 * magnitude + 0.5
+        u, v, bu, bv = flow[:, :, 0], flow[:, :, 1], back[:, :, 0], back[:, :, 1]
+        error = cv2.magnitude(u + bu, v + bv)
+        magnitude = u * u + v * v + bu * bu + bv * bv
+        return error * error > 0.01 * magnitude + 0.5
 
     def _colour_index(self, image):
         code = COLOUR_SPACES[self.colour_space]
@@ -284,26 +291,35 @@ class FlowBackend(Backend):
                            (height // cell + 1, grid_w))
         return self._cells[1], self._cells[2]
 
-    def _colour_likelihood(self, colour, map_x, map_y):
-        """p(colour | channel) in the cell each current pixel came from, (C, h, w)."""
-        probs = self._prev_probs
+    def _colour_likelihood(self, colour, map_x, map_y, probs=None, source_colour=None):
+        """p(colour | channel) in the cell each current pixel came from, (C, h, w).
+
+        The model is splatted from ``probs`` and ``source_colour`` (default: the previous
+        frame's) and queried at ``map_x``, ``map_y`` (None: the pixel's own cell).
+        """
+        probs = self._prev_probs if probs is None else probs
+        source_colour = self._prev_colour if source_colour is None else source_colour
         channels, height, width = probs.shape
         cells, (grid_h, grid_w) = self._cell_index(height, width)
         bins = 1 << self.colour_bits
         num_colours = bins ** 3
         size = grid_h * grid_w * num_colours
-        source = cells * num_colours + self._prev_colour.ravel()
-        flat = probs.reshape(channels, -1)
-        grid = np.stack([np.bincount(source, flat[k], size) for k in range(channels)])
+        source = cells * num_colours + source_colour.ravel()
+        # One bincount for all channels: channel k's cells are offset by k * size.
+        offsets = (np.arange(channels, dtype=np.int64) * size)[:, None]
+        grid = np.bincount((source[None, :] + offsets).ravel(), probs.ravel(), channels * size)
         grid = grid.astype(np.float32).reshape(channels, grid_h, grid_w, bins, bins, bins)
         for axis in range(1, 6):
             grid = _blur_axis(grid, axis)
         grid = grid.reshape(channels, grid_h * grid_w, num_colours)
         mass = grid.sum(axis=2)
         # Query: the cell the pixel came from (flow) and its colour now.
-        query_x = np.clip(map_x // self.cell, 0, grid_w - 1).astype(np.int32)
-        query_y = np.clip(map_y // self.cell, 0, grid_h - 1).astype(np.int32)
-        query_cell = (query_y * grid_w + query_x).ravel()
+        if map_x is None:
+            query_cell = cells
+        else:
+            query_x = np.clip(map_x // self.cell, 0, grid_w - 1).astype(np.int32)
+            query_y = np.clip(map_y // self.cell, 0, grid_h - 1).astype(np.int32)
+            query_cell = (query_y * grid_w + query_x).ravel()
         counts = grid.reshape(channels, -1)[:, query_cell * num_colours + colour.ravel()]
         totals = mass[:, query_cell]
         # Pseudo-counts: where a channel has few pixels near the pixel's origin its likelihood
