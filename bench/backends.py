@@ -92,7 +92,8 @@ def _make(name, options):
         Backend.register(_Repeat)
         return backend
     if name == 'warp':
-        return create_backend('flow', consistency=False, appearance=False, temperature=1.0)
+        return create_backend('flow', consistency=False, appearance=False, temperature=1.0,
+                              lost_fraction=0.0)
     return create_backend(name, **options)
 
 

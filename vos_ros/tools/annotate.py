@@ -444,11 +444,8 @@ def build_parser():
 
 def main(argv=None):
     """Run ``annotate``; return the exit code (0 ok, 1 data or ROS problem, 2 bad arguments)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code
+    # argparse exits by itself for --help (0) and for bad arguments (2), like every other tool.
+    args = build_parser().parse_args(argv)
     source = None
     try:
         if args.timeout <= 0:
