@@ -50,7 +50,6 @@ setup(
     maintainer_email='vos-ros@example.com',
     description='Video object segmentation for ROS 2 (first-frame annotation, live tracking).',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'vos_node = vos_ros.ros.node:main',

@@ -117,7 +117,8 @@ def test_no_default_model(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize('options', [{'prior': 'magic'}, {'fusion': 'max'},
                                      {'prior_weight': 2.0}, {'temperature': 0},
-                                     {'max_refs': 0}, {'prior': 'none', 'preset': 'fast'}])
+                                     {'max_refs': 0}, {'threads': -1},
+                                     {'prior': 'none', 'preset': 'fast'}])
 def test_bad_options(colour_model, options):
     with pytest.raises(ValueError):
         create_backend('embedding', model_path=colour_model, **options)
@@ -127,3 +128,15 @@ def test_propagate_before_memorize(colour_model):
     backend = create_backend('embedding', model_path=colour_model, prior='none')
     with pytest.raises(RuntimeError):
         backend.propagate(np.zeros((16, 16, 3), np.uint8))
+
+
+@pytest.mark.skipif(not __import__('os').path.isfile(model_io.default_model_path()),
+                    reason='no model shipped in vos_ros/data')
+def test_shipped_model_is_default():
+    meta = model_io.read_metadata(model_io.default_model_path())
+    assert meta['kind'] == 'embedding'
+    backend = create_backend('embedding', device='cpu', prior='none')
+    frames, masks = _square_frames(shift=4)
+    session = Session(backend)
+    result = [r for _, r in session.propagate(frames, masks[0])][-1]
+    assert result.labels.shape == masks[0].shape and result.object_ids == [3]

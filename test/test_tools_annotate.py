@@ -200,6 +200,10 @@ def test_bag_topic_frame_choice(tmp_path, capsys):
     assert run(['--bag', bag, '--topic', '/nope', '--box', '1,1,9,9', '--out', out,
                 '--force']) == 1
     assert '/camera/image' in capsys.readouterr().err
+    # The bag's only image topic is used when --topic is left out.
+    out.unlink()
+    assert run(['--bag', bag, '--box', bbox_text(discs[0]), '--out', out]) == 0
+    assert iou(read_labels(out) == 1, discs[0]) > 0.8
 
 
 def test_no_display_points_to_headless_flags(tmp_path, monkeypatch, capsys):

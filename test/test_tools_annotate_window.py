@@ -7,9 +7,11 @@ screenshots in ``test-artifacts/`` (``annotate_window.png``, ``annotate_window_h
 xdotool is missing.
 """
 
+import ctypes
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,12 @@ pytestmark = pytest.mark.skipif(
     reason='Xvfb and xdotool are needed to drive the window (apt-get install xvfb xdotool)')
 
 
+def _die_with_parent():
+    """Have the kernel stop Xvfb if pytest is killed before the fixture's teardown."""
+    if sys.platform.startswith('linux'):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 @pytest.fixture(scope='module')
 def display():
     """Start a private Xvfb server for the module; yield its DISPLAY name.
@@ -41,7 +49,8 @@ def display():
             break
     name = f':{number}'
     server = subprocess.Popen(['Xvfb', name, '-screen', '0', '1024x768x24', '-nolisten', 'tcp'],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=_die_with_parent)
     deadline = time.monotonic() + 10
     while not os.path.exists(f'/tmp/.X11-unix/X{number}'):
         if server.poll() is not None or time.monotonic() > deadline:

@@ -139,3 +139,26 @@ def test_export_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'not found' in err and 'not a vos_train checkpoint' in err
     assert 'Traceback' not in err
+
+
+def test_torchrun_two_processes(tmp_path):
+    """Two CPU processes under torchrun (gloo DDP): rank 0 writes, gradients are averaged."""
+    import subprocess
+    import sys
+    common = ['--synthetic', '2', '--epochs', '1', '--checkpoint-every', '2'] + TINY
+    single = str(tmp_path / 'single')
+    assert train.main(common + ['--out', single]) == 0
+    ddp = str(tmp_path / 'ddp')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    done = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+         '-m', 'vos_ros.tools.train'] + common + ['--out', ddp],
+        env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('vos_train: iteration 2;') == 1  # only rank 0 reports and writes
+    state = torch.load(os.path.join(ddp, 'last.pt'), weights_only=False)
+    assert state['iteration'] == 2
+    alone = torch.load(os.path.join(single, 'last.pt'), weights_only=False)
+    # rank 1 draws other samples, so the averaged gradients give other weights than one process
+    assert any(not torch.allclose(value.float(), alone['state_dict'][key].float())
+               for key, value in state['state_dict'].items())

@@ -4,7 +4,8 @@ Sources (one of): ``--image FILE``; ``--video FILE`` (``--frame N``); ``--sequen
 folder of frames such as ``JPEGImages/480p/bear``, a flat sequence folder holding
 ``JPEGImages/``, or a DAVIS dataset root with ``--sequence-name NAME``; ``--frame N``, default
 the first frame); ``--bag DIR --topic T`` (``--frame N``-th message of sensor_msgs/Image or
-CompressedImage); ``--topic T`` alone grabs one frame live from a running camera.
+CompressedImage; ``--topic`` may be left out when the bag has one image topic); ``--topic T``
+alone grabs one frame live from a running camera.
 
 Hints (headless): ``--box x0,y0,x1,y1`` (repeatable; ``--object ID`` per box, default 1, 2, …),
 ``--points x,y,label …`` (label 1 object, 0 background; with one box they refine it, with none
@@ -147,12 +148,19 @@ class BagSource(FrameSource):
         from vos_ros.tools.bagio import BagReader
 
         self._bag = BagReader(path)
+        images = sorted(name for name, (kind, _) in self._bag.topics().items()
+                        if kind in (IMAGE_TYPE, COMPRESSED_TYPE))
+        if topic is None:
+            # The usual camera bag has one image topic: no need to name it.
+            if len(images) != 1:
+                self._bag.close()
+                raise ValueError(f'--bag needs --topic: bag {path} has '
+                                 f'{len(images)} image topics ({", ".join(images) or "none"})')
+            topic = images[0]
         self.name = f'{self._bag.path}:{topic}'
         self.topic = topic
         msgtype = self._bag.msgtype(topic)
         if msgtype is None:
-            images = [name for name, (kind, _) in self._bag.topics().items()
-                      if kind in (IMAGE_TYPE, COMPRESSED_TYPE)]
             self._bag.close()
             raise DataError(f'bag {path} has no topic {topic}; image topics: '
                             f'{", ".join(images) or "none"}')
@@ -247,9 +255,7 @@ def open_source(args):
     if len(given) > 1:
         raise ValueError(f'give one source, not {" and ".join(given)}')
     if args.bag:
-        if not args.topic:
-            raise ValueError('--bag needs --topic (the image topic to read)')
-        return BagSource(args.bag, args.topic)
+        return BagSource(args.bag, args.topic or None)
     if args.image:
         return ImageSource(args.image)
     if args.video:
@@ -415,7 +421,8 @@ def build_parser():
                         help='folder of frames, flat sequence folder or DAVIS dataset root')
     source.add_argument('--sequence-name', metavar='NAME',
                         help='sequence inside a DAVIS dataset root given to --sequence')
-    source.add_argument('--bag', help='rosbag2 folder (with --topic)')
+    source.add_argument('--bag', help='rosbag2 folder (with --topic unless it has one image '
+                        'topic)')
     source.add_argument('--topic', help='image topic: in the bag, or grabbed live without --bag')
     source.add_argument('--frame', type=int, default=0,
                         help='frame (video, sequence) or message (bag) index')

@@ -33,8 +33,8 @@ class EmbeddingBackend(Backend):
 
     def __init__(self, model_path=None, device='auto', half=None, resolution=None,
                  prior='flow', prior_weight=0.5, fusion='product', temperature=0.1,
-                 max_refs=1024, update_refs=True, confidence=0.9, prior_full_size=False, seed=0,
-                 **prior_options):
+                 max_refs=1024, update_refs=True, confidence=0.9, prior_full_size=False, threads=1,
+                 seed=0, **prior_options):
         """Load the model (default: the one shipped in vos_ros/data) and set options.
 
         ``resolution``: shorter side the network sees (None = the model's training size,
@@ -42,8 +42,9 @@ class EmbeddingBackend(Backend):
         ``none`` uses embeddings alone; ``prior_weight`` is the flow's share in the fusion.
         ``max_refs``: reference pixels kept per channel and set. ``prior_full_size``: run the
         flow prior and the fusion at the session's working size instead of the network's
-        (sharper boundaries, slower). ``prior_options`` go to the flow backend (e.g.
-        ``preset``).
+        (sharper boundaries, slower). ``threads``: torch CPU threads for this process on a CPU
+        device (0 = leave torch's setting; on a shared CPU more threads made each frame up to
+        10x slower here). ``prior_options`` go to the flow backend (e.g. ``quality``).
         """
         from vos_ros.core import model_io
 
@@ -63,7 +64,12 @@ class EmbeddingBackend(Backend):
                 raise ModelError('no model_path given and no default model is installed '
                                  f'({model_path}); train one with vos_train and export it with '
                                  'vos_export, or use the flow backend')
+        if int(threads) < 0:
+            raise ValueError(f'threads must be >= 0, got {threads}')
         self.model = model_io.load_model(model_path, device=device, half=half)
+        if int(threads) > 0 and self.model.device == 'cpu':
+            import torch
+            torch.set_num_threads(int(threads))
         meta = self.model.meta
         self.resolution = int(meta.get('resolution', 0) if resolution is None else resolution)
         if self.resolution < 0:
