@@ -35,6 +35,7 @@ def _encode(rgb, encoding):
         'bgra8': np.concatenate([rgb[:, :, ::-1], alpha], axis=2),
         'mono8': rgb[:, :, 0],
         '8UC1': rgb[:, :, 0],
+        '8UC3': rgb,
     }[encoding]
 
 

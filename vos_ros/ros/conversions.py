@@ -12,8 +12,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import Image
 
-from vos_ros.core.errors import DataError
-from vos_ros.core.labels import labels_from_array
+from vos_ros.core import image_codec
 
 try:  # cv_bridge is an apt package in ROS; pip installs have no wheel of it.
     from cv_bridge import CvBridge
@@ -23,31 +22,15 @@ except ImportError:  # pragma: no cover - depends on the installation
     CvBridgeError = None
 
 #: Encodings accepted as camera input: name -> channel count.
-ENCODINGS = {
-    'rgb8': 3,
-    'bgr8': 3,
-    'rgba8': 4,
-    'bgra8': 4,
-    'mono8': 1,
-    '8UC1': 1,
-}
+ENCODINGS = image_codec.ENCODINGS
 
-#: Encodings cv_bridge converts to rgb8 unambiguously (8UC1 is generic: numpy path).
+#: Encodings cv_bridge converts to rgb8 unambiguously (8UC1/8UC3 are generic: numpy path).
 _BRIDGE_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
 
-#: Largest image side accepted (guards against absurd headers allocating huge arrays).
-MAX_SIDE = 16384
+#: A message cannot be turned into an image (``kind`` says which problem, for throttling).
+ConversionError = image_codec.ImageDecodeError
 
 _bridge = None
-
-
-class ConversionError(DataError):
-    """A message cannot be turned into an image: the text says why, ``kind`` in a word."""
-
-    def __init__(self, message, kind='invalid'):
-        super().__init__(message)
-        #: encoding, size, step, length, decode or invalid (for per-problem log throttling).
-        self.kind = kind
 
 
 def use_cv_bridge():
@@ -62,45 +45,11 @@ def _get_bridge():
     return _bridge
 
 
-def check_image_msg(msg):
-    """Validate an Image message's geometry; return (height, width, channels).
+#: Validate an Image message's geometry; return (height, width, channels).
+check_image_msg = image_codec.check_geometry
 
-    Raises ConversionError for an unknown encoding, a zero or absurd size, a ``step`` smaller
-    than one row of pixels, or a data length other than ``step * height``.
-    """
-    encoding = msg.encoding
-    if encoding not in ENCODINGS:
-        raise ConversionError(f'unsupported encoding {encoding!r}; '
-                              f'supported: {", ".join(ENCODINGS)}', 'encoding')
-    channels = ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ConversionError(f'zero-size image ({width}x{height})', 'size')
-    if height > MAX_SIDE or width > MAX_SIDE:
-        raise ConversionError(f'image too large ({width}x{height}; limit {MAX_SIDE} per side)',
-                              'size')
-    row = width * channels
-    if step < row:
-        raise ConversionError(f'step {step} is smaller than one row of {encoding} pixels '
-                              f'({width} x {channels} = {row} bytes)', 'step')
-    size = len(msg.data)
-    if size != step * height:
-        raise ConversionError(f'data length {size} does not match step x height = '
-                              f'{step} x {height} = {step * height}', 'length')
-    return height, width, channels
-
-
-def image_msg_to_array(msg):
-    """Return the pixels of an Image message as H×W (1 channel) or H×W×C uint8, as encoded.
-
-    The array is a view of the message buffer where possible (no copy).
-    """
-    height, width, channels = check_image_msg(msg)
-    flat = np.frombuffer(msg.data, dtype=np.uint8)
-    rows = flat.reshape(height, int(msg.step))[:, :width * channels]
-    if channels == 1:
-        return rows
-    return rows.reshape(height, width, channels)
+#: Return the pixels of an Image message as H×W or H×W×C uint8, as encoded (a view).
+image_msg_to_array = image_codec.raw_to_array
 
 
 def image_msg_to_rgb(msg):
@@ -115,29 +64,12 @@ def image_msg_to_rgb(msg):
         except (CvBridgeError, TypeError, ValueError) as error:
             raise ConversionError(f'cv_bridge could not convert the image: {error}') from error
         return np.ascontiguousarray(rgb)
-    array = image_msg_to_array(msg)
-    encoding = msg.encoding
-    if channels == 1:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
-    if encoding == 'bgr8':
-        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-    if encoding == 'bgra8':
-        return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
-    if encoding == 'rgba8':
-        return cv2.cvtColor(array, cv2.COLOR_RGBA2RGB)
-    return np.ascontiguousarray(array)
+    return image_codec.raw_to_rgb(msg)
 
 
 def compressed_msg_to_rgb(msg):
     """Decode a CompressedImage (jpeg, png, ...) to H×W×3 uint8 RGB."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ConversionError('empty compressed image', 'decode')
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ConversionError(f'cannot decode compressed image (format {msg.format!r}, '
-                              f'{data.size} bytes)', 'decode')
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image_codec.compressed_to_rgb(msg.data, msg.format)
 
 
 def array_to_image_msg(array, encoding, header=None):
@@ -172,13 +104,7 @@ def msg_to_labels(msg):
     """Read a label map from an Image message (mono8/8UC1 ids or 0/255, or a colour mask)."""
     if isinstance(msg, CompressedImage):
         raise ConversionError('label maps must be sensor_msgs/Image, not CompressedImage')
-    array = image_msg_to_array(msg)
-    if msg.encoding.startswith('bgr'):
-        array = array[:, :, 2::-1]
-    try:
-        return labels_from_array(np.ascontiguousarray(array))
-    except ValueError as error:
-        raise ConversionError(f'bad label map: {error}') from error
+    return image_codec.raw_to_labels(msg)
 
 
 def rgb_to_compressed_msg(rgb, image_format='jpeg', header=None, quality=90):

@@ -12,8 +12,8 @@ import shutil
 
 import numpy as np
 
+from vos_ros.core import image_codec
 from vos_ros.core.errors import DataError
-from vos_ros.core.labels import labels_from_array
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 STORAGES = ('mcap', 'sqlite3')
@@ -21,15 +21,7 @@ STORAGES = ('mcap', 'sqlite3')
 BAG_VERSION = 8
 
 #: 8-bit encodings understood when decoding: name -> channel count.
-ENCODINGS = {
-    'rgb8': 3,
-    'bgr8': 3,
-    'rgba8': 4,
-    'bgra8': 4,
-    'mono8': 1,
-    '8UC1': 1,
-    '8UC3': 3,
-}
+ENCODINGS = image_codec.ENCODINGS
 
 _typestore = None
 
@@ -95,43 +87,14 @@ def deserialize(data, msgtype=IMAGE_TYPE):
         raise DataError(f'cannot decode a {msgtype} message: {error}') from error
 
 
-def image_array(msg):
-    """Return the pixels of an Image message as H×W (1 channel) or H×W×C uint8, validated."""
-    encoding = msg.encoding
-    if encoding not in ENCODINGS:
-        raise DataError(f'unsupported image encoding {encoding!r} '
-                        f'(supported: {", ".join(ENCODINGS)})')
-    channels = ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if height <= 0 or width <= 0 or step < width * channels or data.size < step * height:
-        raise DataError(f'malformed {encoding} image: {width}x{height}, step {step}, '
-                        f'{data.size} bytes')
-    rows = data[:step * height].reshape(height, step)[:, :width * channels]
-    if channels == 1:
-        return np.ascontiguousarray(rows.reshape(height, width))
-    return np.ascontiguousarray(rows.reshape(height, width, channels))
+#: Return an Image message's pixels as H×W or H×W×C uint8, validated (ImageDecodeError).
+image_array = image_codec.raw_to_array
 
+#: Return an Image message as H×W×3 RGB uint8 (gray stacked, alpha dropped, BGR swapped).
+image_rgb = image_codec.raw_to_rgb
 
-def image_rgb(msg):
-    """Return an Image message as H×W×3 RGB uint8 (gray stacked, alpha dropped, BGR swapped)."""
-    array = image_array(msg)
-    if array.ndim == 2:
-        return np.repeat(array[:, :, None], 3, axis=2)
-    if msg.encoding in ('bgr8', 'bgra8'):
-        array = array[:, :, 2::-1]
-    return np.ascontiguousarray(array[:, :, :3])
-
-
-def image_labels(msg):
-    """Return an Image message holding a mask as an H×W uint8 label map (0/255 -> object 1)."""
-    array = image_array(msg)
-    if msg.encoding in ('bgr8', 'bgra8'):
-        array = array[:, :, 2::-1]
-    try:
-        return labels_from_array(array)
-    except ValueError as error:
-        raise DataError(f'bad label map message: {error}') from error
+#: Return an Image message holding a mask as an H×W uint8 label map (0/255 -> object 1).
+image_labels = image_codec.raw_to_labels
 
 
 # -- reading --------------------------------------------------------------------------------------
