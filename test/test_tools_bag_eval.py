@@ -19,6 +19,7 @@ from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
 from vos_ros.core.metrics import evaluate_sequence
 from vos_ros.core.synthetic import make_clip
+from vos_ros.ros.client import node_command
 from vos_ros.tools import bag_eval
 from vos_ros.tools import bagio
 
@@ -109,8 +110,8 @@ def test_ground_truth_paired_by_stamp_then_bag_time_then_order():
 
 
 def test_node_command_comes_from_this_installation():
-    command = bag_eval.node_command('/data/first.png', ['-p backend:=flow',
-                                                        '--ros-args -p device:=cpu'])
+    command = node_command({'annotation_path': '/data/first.png'},
+                           extra_args=['-p backend:=flow', '--ros-args -p device:=cpu'])
     # Never looked up on PATH: the script beside this interpreter, or this interpreter.
     assert command[0] in (str(Path(sys.executable).with_name('vos_node')), sys.executable)
     args = command[command.index('--ros-args'):]

@@ -27,6 +27,9 @@ GEODESIC_TAU = 3.0
 MEAN_SHIFT = (6, 16)
 # Pixels inside the box below this fraction of the 90th-percentile distance start as background.
 GEODESIC_THRESHOLD = 0.3
+# ... and never pixels farther than this (Lab units): the relative cut alone hands a distinct
+# object part to the background when another part of the box lies much farther still.
+GEODESIC_MAX_BACKGROUND = float('inf')
 # A side of the box counts as touched when the mask comes within this fraction of the box size.
 SIDE_TOLERANCE = 0.06
 DEFAULT_ITERATIONS = 5
@@ -239,10 +242,10 @@ def box_to_mask(image, box, iterations=DEFAULT_ITERATIONS, positive=None, negati
     result = None
     if (~inside).any():
         distance = _geodesic_start(crop, ~inside)
-        scale = np.percentile(distance[inside], 90) + 1e-6
+        cut = min(GEODESIC_THRESHOLD * np.percentile(distance[inside], 90),
+                  GEODESIC_MAX_BACKGROUND)
         start = np.full(crop.shape[:2], cv2.GC_BGD, np.uint8)
-        start[inside] = np.where(distance[inside] / scale < GEODESIC_THRESHOLD,
-                                 cv2.GC_PR_BGD, cv2.GC_PR_FGD)
+        start[inside] = np.where(distance[inside] < cut, cv2.GC_PR_BGD, cv2.GC_PR_FGD)
         result = _run_grabcut(crop_lab, with_hard(start), iterations) & inside
     if result is None or sides_touched(result, local_box) < 3:
         # The geodesic start lost part of the object (it shares the outside's colours): the

@@ -1,11 +1,14 @@
 """Talking to a running ``vos_node``: start it as a child process, feed frames, collect masks.
 
-Used by ``vos_demo``, ``bench/node_latency.py`` and the node tests. Every process that touches
-DDS stays on loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) in a domain of its own.
+Used by ``vos_demo``, ``vos_bag_eval``, ``bench/node_latency.py`` and the node tests. Every
+process that touches DDS stays on loopback (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) in a
+domain of its own.
 """
 
+import collections
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
+from vos_ros.core.errors import VosError
 from vos_ros.ros.conversions import array_to_image_msg
 from vos_ros.ros.conversions import image_msg_to_array
 from vos_ros.ros.conversions import labels_to_msg
@@ -35,7 +39,10 @@ def local_dds_env(domain_id=None, env=None):
     """
     env = dict(os.environ if env is None else env)
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env['ROS_DOMAIN_ID'] = str(random.randint(1, 200) if domain_id is None else int(domain_id))
+    # SystemRandom: a seeded ``random`` (training, synthetic clips) must not pick the same domain
+    # in every run.
+    env['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 200) if domain_id is None
+                               else int(domain_id))
     env.setdefault('ROS_LOG_DIR', os.path.join(tempfile.gettempdir(), 'vos_ros_logs'))
     return env
 
@@ -46,14 +53,33 @@ def use_local_dds(domain_id=None):
     return int(os.environ['ROS_DOMAIN_ID'])
 
 
+def check_ros_environment():
+    """Check this process's ROS_DOMAIN_ID before ``rclpy.init``; return it (default ``'0'``).
+
+    Raises VosError for a value that is not a domain id: Fast DDS exits the process (no
+    exception) on a domain whose ports do not exist. Points ROS_LOG_DIR to the temporary folder
+    when ``~`` is not writable, where rcl would refuse to start (it cannot create ~/.ros/log).
+    """
+    domain = os.environ.get('ROS_DOMAIN_ID', '').strip() or '0'
+    if not domain.isdigit() or int(domain) > 232:
+        raise VosError(f'ROS_DOMAIN_ID={domain!r} is not a domain id (0..232)')
+    if 'ROS_LOG_DIR' not in os.environ and not os.access(os.path.expanduser('~'), os.W_OK):
+        os.environ['ROS_LOG_DIR'] = os.path.join(tempfile.gettempdir(), 'vos_ros_logs')
+    return domain
+
+
 def _param_text(value):
     if isinstance(value, bool):
         return 'true' if value else 'false'
     return str(value)
 
 
-def node_command(parameters=None, remappings=None, node_name=None):
-    """Return the argv that runs ``vos_node`` from this installation (same interpreter)."""
+def node_command(parameters=None, remappings=None, node_name=None, extra_args=None):
+    """Return the argv that runs ``vos_node`` from this installation (same interpreter).
+
+    ``extra_args``: strings of further ROS arguments (``'-p backend:=flow -p device:=cpu'``),
+    split like a shell would; a ``--ros-args`` among them is dropped (the command has one).
+    """
     command = [sys.executable, '-m', 'vos_ros.ros.node', '--ros-args']
     if node_name:
         command += ['-r', f'__node:={node_name}']
@@ -61,11 +87,42 @@ def node_command(parameters=None, remappings=None, node_name=None):
         command += ['-p', f'{name}:={_param_text(value)}']
     for source, target in (remappings or {}).items():
         command += ['-r', f'{source}:={target}']
+    for chunk in extra_args or []:
+        command += [token for token in shlex.split(chunk) if token != '--ros-args']
     return command
 
 
-def start_node(parameters=None, remappings=None, env=None, log_path=None, node_name=None):
-    """Start ``vos_node`` as a child process; its output goes to ``log_path`` (or a pipe)."""
+class NodeProcess(subprocess.Popen):
+    """A ``vos_node`` child process (a Popen) that knows the file its output goes to."""
+
+    def __init__(self, command, log_path=None, **kwargs):
+        #: File holding the node's stdout and stderr, or None (they go to a pipe).
+        self.log_path = log_path
+        super().__init__(command, **kwargs)
+
+    def tail(self, lines=8):
+        """Return the last non-blank lines of the node's output ('' without a log file)."""
+        if not self.log_path:
+            return ''
+        try:
+            with open(self.log_path, 'rb') as handle:
+                text = handle.read().decode('utf-8', 'replace')
+        except OSError:
+            return ''
+        return '\n'.join([line.rstrip() for line in text.splitlines() if line.strip()][-lines:])
+
+    def stop(self, timeout=10.0):
+        """Stop the node like :func:`stop_node`; return its exit code."""
+        return stop_node(self, timeout)
+
+
+def start_node(parameters=None, remappings=None, env=None, log_path=None, node_name=None,
+               extra_args=None, own_session=False):
+    """Start ``vos_node`` as a child process; its output goes to ``log_path`` (or a pipe).
+
+    Returns a :class:`NodeProcess`. ``own_session``: the node does not share our terminal's
+    process group, so a Ctrl-C there reaches only us and we stop the node when we are ready.
+    """
     env = dict(os.environ if env is None else env)
     if env.get('ROS_AUTOMATIC_DISCOVERY_RANGE') != 'LOCALHOST' or 'ROS_DOMAIN_ID' not in env:
         env = local_dds_env(env.get('ROS_DOMAIN_ID'), env)
@@ -73,8 +130,9 @@ def start_node(parameters=None, remappings=None, env=None, log_path=None, node_n
     env['PYTHONUNBUFFERED'] = '1'
     output = open(log_path, 'wb') if log_path else subprocess.PIPE
     try:
-        return subprocess.Popen(node_command(parameters, remappings, node_name), env=env,
-                                stdout=output, stderr=subprocess.STDOUT)
+        return NodeProcess(node_command(parameters, remappings, node_name, extra_args),
+                           log_path, env=env, stdout=output, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, start_new_session=own_session)
     finally:
         if log_path:
             output.close()
@@ -97,20 +155,34 @@ def stamp_key(stamp):
     return int(stamp.sec), int(stamp.nanosec)
 
 
+def _set_stamp(msg, stamp):
+    """Set a message's header stamp from a builtin_interfaces/Time or seconds."""
+    if isinstance(stamp, (int, float)):
+        msg.header.stamp.sec = int(stamp)
+        msg.header.stamp.nanosec = int(round((stamp - int(stamp)) * 1e9))
+    else:
+        msg.header.stamp = stamp
+
+
 class SegmentationClient:
     """A node that publishes images and records the label maps the vos node answers with.
 
     Spins its own single-threaded executor in a background thread; use as a context manager.
-    ``answers`` maps the input stamp key to ``(receive_monotonic_time, labels)``.
+    ``answers`` maps the input stamp key to ``(receive_monotonic_time, labels)``. With
+    ``raw_answers`` the label maps are not decoded here: ``raw`` instead queues
+    ``(receive_monotonic_time, receive_wall_ns, cdr_bytes)`` per message, in arrival order
+    (repeated stamps included), for the caller to decode.
     """
 
     def __init__(self, image_topic='/image', segmentation_topic='/segmentation',
                  vos_node_name='vos_node', name='vos_client', reliability='reliable',
-                 depth=10, context=None, compressed=False):
-        self._own_context = False
+                 depth=10, context=None, compressed=False, answer_depth=50, raw_answers=False):
+        self._own_context = None
         if context is None and not rclpy.ok():
-            rclpy.init()
-            self._own_context = True
+            # A context of our own, without this program's command line as ROS arguments.
+            context = rclpy.Context()
+            rclpy.init(args=[], context=context)
+            self._own_context = context
         self.node = Node(name, context=context)
         self.image_topic = image_topic
         self.segmentation_topic = segmentation_topic
@@ -125,8 +197,10 @@ class SegmentationClient:
         self._cond = threading.Condition()
         self.answers = {}
         self.sent = {}
+        self.raw = collections.deque()
         self.subscription = self.node.create_subscription(
-            Image, segmentation_topic, self._on_segmentation, make_qos('reliable', 50))
+            Image, segmentation_topic, self._on_raw if raw_answers else self._on_segmentation,
+            make_qos('reliable', answer_depth), raw=raw_answers)
         self.executor = SingleThreadedExecutor(context=self.node.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -145,6 +219,15 @@ class SegmentationClient:
             self.answers[stamp_key(msg.header.stamp)] = (received, labels)
             self._cond.notify_all()
 
+    def _on_raw(self, data):
+        # Only timestamp and queue here: the caller decodes in its own thread.
+        self.raw.append((time.monotonic(), time.time_ns(), bytes(data)))
+
+    def matched(self):
+        """True once the node subscribes our images and we its segmentation."""
+        return (self.publisher.get_subscription_count() > 0
+                and self.subscription.get_publisher_count() > 0)
+
     def wait_for_node(self, timeout=30.0, process=None):
         """Wait until the vos node subscribes our images and publishes segmentation.
 
@@ -154,8 +237,7 @@ class SegmentationClient:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 return False
-            if (self.publisher.get_subscription_count() > 0
-                    and self.subscription.get_publisher_count() > 0):
+            if self.matched():
                 # Endpoint matching completes shortly after the graph shows both ends.
                 time.sleep(0.3)
                 return True
@@ -174,23 +256,44 @@ class SegmentationClient:
     def publish_msg(self, msg, stamp=None, frame_id='camera'):
         """Publish a prepared image message (its stamp set from ``stamp`` when given)."""
         if stamp is not None:
-            if isinstance(stamp, (int, float)):
-                msg.header.stamp.sec = int(stamp)
-                msg.header.stamp.nanosec = int(round((stamp - int(stamp)) * 1e9))
-            else:
-                msg.header.stamp = stamp
+            _set_stamp(msg, stamp)
             msg.header.frame_id = frame_id
         with self._cond:
             self.sent[stamp_key(msg.header.stamp)] = time.monotonic()
         self.publisher.publish(msg)
 
-    def publish_annotation(self, labels):
-        """Publish a label map on the node's ~/annotation topic."""
-        self.annotation_publisher.publish(labels_to_msg(labels))
+    def publish_raw(self, data):
+        """Publish an image message given as CDR bytes (sent as they are, stamp included)."""
+        self.publisher.publish(data)
 
-    def reset(self, timeout=10.0):
-        """Call the node's ~/reset service; return the response (None on timeout)."""
-        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+    def publish_annotation(self, labels, stamp=None, timeout=None):
+        """Publish a label map on the node's ~/annotation topic (``stamp``: Time or seconds).
+
+        With ``timeout``: first wait that long at most for the node to subscribe (VosError if
+        it does not), and afterwards give it a moment to take the map before any next image.
+        """
+        topic = self.annotation_publisher.topic_name
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            while self.annotation_publisher.get_subscription_count() == 0:
+                if time.monotonic() > deadline:
+                    raise VosError(f'no subscriber on {topic} after {timeout:g} s: is the node '
+                                   'running in this ROS_DOMAIN_ID?')
+                time.sleep(0.05)
+        msg = labels_to_msg(labels)
+        if stamp is not None:
+            _set_stamp(msg, stamp)
+        self.annotation_publisher.publish(msg)
+        if timeout is not None:
+            time.sleep(0.5)  # the annotation must be taken before the first image arrives
+
+    def reset(self, timeout=10.0, service_timeout=None):
+        """Call the node's ~/reset service; return the response (None on timeout).
+
+        ``service_timeout``: how long to wait for the service to appear (default ``timeout``).
+        """
+        service_timeout = timeout if service_timeout is None else service_timeout
+        if not self.reset_client.wait_for_service(timeout_sec=service_timeout):
             return None
         future = self.reset_client.call_async(Trigger.Request())
         deadline = time.monotonic() + timeout
@@ -237,8 +340,8 @@ class SegmentationClient:
         """Stop spinning and destroy the node (and the context if we created it)."""
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
-        if self._own_context:
-            rclpy.try_shutdown()
+        if self._own_context is not None:
+            rclpy.try_shutdown(context=self._own_context)
         self._thread.join(timeout=2.0)
 
     def __enter__(self):

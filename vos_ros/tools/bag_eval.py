@@ -24,19 +24,15 @@ import collections
 import json
 import logging
 import os
-import random
-import shlex
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
 
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
+from vos_ros.core.image_codec import compressed_to_rgb
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import resize_labels
 from vos_ros.core.labels import write_labels
@@ -84,18 +80,9 @@ def _image_header_and_size(msg, msgtype):
     """Return (stamp_ns, frame_id, (width, height)) of an Image or CompressedImage."""
     stamp = bagio.stamp_to_ns(msg.header.stamp)
     if msgtype == COMPRESSED_TYPE:
-        rgb = _decode_compressed(msg)
+        rgb = compressed_to_rgb(msg.data, msg.format)
         return stamp, msg.header.frame_id, (rgb.shape[1], rgb.shape[0])
     return stamp, msg.header.frame_id, (int(msg.width), int(msg.height))
-
-
-def _decode_compressed(msg):
-    import cv2
-
-    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f'cannot decode a CompressedImage ({msg.format!r})')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def scan_bag(path, image_topic='/image', gt_topic='/ground_truth', progress=True):
@@ -187,8 +174,8 @@ def iter_images(path, plan):
         for _, _, data in reader.raw_messages([plan.image_topic]):
             if plan.image_type == COMPRESSED_TYPE:
                 msg = bagio.deserialize(data, COMPRESSED_TYPE)
-                image = bagio.image_msg(_decode_compressed(msg), plan.stamps[index],
-                                        msg.header.frame_id)
+                rgb = compressed_to_rgb(msg.data, msg.format)
+                image = bagio.image_msg(rgb, plan.stamps[index], msg.header.frame_id)
                 data = bagio.serialize(image)
             yield index, data
             index += 1
@@ -241,172 +228,18 @@ class Matcher:
 # -- the ROS side ---------------------------------------------------------------------------------
 
 
-def _random_domain():
-    return random.SystemRandom().randint(1, 200)
+def send_annotation(ros, node_name, labels, stamp_ns, timeout):
+    """Reset an external node (if it offers the service) and publish the annotation."""
+    from builtin_interfaces.msg import Time
 
-
-def prepare_ros_environment(external):
-    """Confine DDS to loopback in a random domain (unless external); return the domain."""
-    if not external:
-        os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-        os.environ['ROS_DOMAIN_ID'] = str(_random_domain())
-    domain = os.environ.get('ROS_DOMAIN_ID', '').strip() or '0'
-    # Fast DDS exits the process (no exception) on a domain whose ports do not exist.
-    if not domain.isdigit() or int(domain) > 232:
-        raise VosError(f'ROS_DOMAIN_ID={domain!r} is not a domain id (0..232)')
-    if 'ROS_LOG_DIR' not in os.environ and not os.access(os.path.expanduser('~'), os.W_OK):
-        # rcl refuses to start when it cannot create ~/.ros/log.
-        os.environ['ROS_LOG_DIR'] = os.path.join(tempfile.gettempdir(), 'vos_bag_eval_logs')
-    return domain
-
-
-def node_command(annotation_path, node_args, image_topic='/image',
-                 segmentation_topic='/segmentation'):
-    """Return the argv starting vos_node of this installation (never looked up on PATH)."""
-    script = os.path.join(os.path.dirname(sys.executable), NODE_NAME)
-    if os.path.isfile(script) and os.access(script, os.X_OK):
-        command = [script]
-    else:
-        command = [sys.executable, '-m', 'vos_ros.ros.node']
-    ros_args = ['-p', f'annotation_path:={annotation_path}']
-    if image_topic != '/image':
-        ros_args += ['-r', f'image:={image_topic}']
-    if segmentation_topic != '/segmentation':
-        ros_args += ['-r', f'segmentation:={segmentation_topic}']
-    extra = []
-    for chunk in node_args or []:
-        extra += shlex.split(chunk)
-    extra = [token for token in extra if token != '--ros-args']
-    return command + ['--ros-args'] + ros_args + extra
-
-
-class NodeProcess:
-    """A vos_node child process; its output goes to a log file."""
-
-    def __init__(self, command, log_path):
-        self.command = command
-        self.log_path = log_path
-        self._log = open(log_path, 'wb')
-        # Own session: a Ctrl-C in the terminal reaches us, and we stop the node after
-        # collecting what it already answered.
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def exited(self):
-        """Return the exit code if the node has exited, else None."""
-        return self.process.poll()
-
-    def tail(self, lines=8):
-        """Return the last lines of the node's output."""
-        self._log.flush()
-        try:
-            with open(self.log_path, 'rb') as handle:
-                text = handle.read().decode('utf-8', 'replace')
-        except OSError:
-            return ''
-        return '\n'.join(text.strip().splitlines()[-lines:])
-
-    def stop(self, timeout=10.0):
-        """SIGINT, then SIGKILL after ``timeout``; return the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-
-class RosSide:
-    """Our own rclpy node: publishes images, receives label maps (raw CDR) in a spin thread."""
-
-    def __init__(self, input_topic, segmentation_topic, depth=100):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy
-        from rclpy.qos import QoSProfile
-        from rclpy.qos import ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        self._rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context)
-        self.node = rclpy.create_node(f'vos_bag_eval_{os.getpid()}', context=self.context)
-        # A deep writer history: a reliable writer drops unacknowledged samples that fall out
-        # of it, so a reader stalled for a moment (loaded machine) would silently lose frames.
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
-                         reliability=ReliabilityPolicy.RELIABLE)
-        reply_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                               reliability=ReliabilityPolicy.RELIABLE)
-        self.image_cls = Image
-        self.publisher = self.node.create_publisher(Image, input_topic, qos)
-        self.replies = collections.deque()
-        self.subscription = self.node.create_subscription(
-            Image, segmentation_topic, self._on_reply, reply_qos, raw=True)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, name='vos_bag_eval_spin',
-                                        daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while not self._stop.is_set() and self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # shutting down under our feet
-                if self._stop.is_set() or not self.context.ok():
-                    return
-                raise
-
-    def _on_reply(self, data):
-        # Only timestamp and queue here: decoding happens in the main thread.
-        self.replies.append((time.monotonic(), time.time_ns(), bytes(data)))
-
-    def matched(self):
-        """True once our publisher has a reader and our subscription a writer."""
-        return (self.publisher.get_subscription_count() > 0
-                and self.subscription.get_publisher_count() > 0)
-
-    def publish(self, data):
-        """Publish CDR bytes of a sensor_msgs/Image."""
-        self.publisher.publish(data)
-
-    def send_annotation(self, node_name, labels, stamp_ns, timeout):
-        """Reset an external node (if it offers the service) and publish the annotation."""
-        from std_srvs.srv import Trigger
-
-        client = self.node.create_client(Trigger, f'/{node_name}/reset')
-        if client.wait_for_service(timeout_sec=min(timeout, 5.0)):
-            future = client.call_async(Trigger.Request())
-            deadline = time.monotonic() + timeout
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.02)
-        else:
-            _LOGGER.warning('no service /%s/reset: the node keeps its previous objects',
-                            node_name)
-        publisher = self.node.create_publisher(self.image_cls, f'/{node_name}/annotation', 10)
-        deadline = time.monotonic() + timeout
-        while publisher.get_subscription_count() == 0:
-            if time.monotonic() > deadline:
-                raise VosError(f'no subscriber on /{node_name}/annotation after {timeout:g} s: '
-                               'is the node running in this ROS_DOMAIN_ID (see --node-name)?')
-            time.sleep(0.05)
-        msg = bagio.image_msg(labels, stamp_ns)
-        publisher.publish(bagio.serialize(msg))
-        time.sleep(0.5)  # the annotation must be taken before the first image arrives
-
-    def close(self):
-        """Stop spinning and shut our context down."""
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        try:
-            self.executor.shutdown(timeout_sec=1.0)
-            self.node.destroy_node()
-        finally:
-            self._rclpy.try_shutdown(context=self.context)
+    if ros.reset(timeout, service_timeout=min(timeout, 5.0)) is None:
+        _LOGGER.warning('no answer from /%s/reset: the node keeps its previous objects',
+                        node_name)
+    sec, nanosec = bagio.ns_to_sec_nsec(stamp_ns)
+    try:
+        ros.publish_annotation(labels, Time(sec=sec, nanosec=nanosec), timeout)
+    except VosError as error:
+        raise VosError(f'{error} (see --node-name)') from error
 
 
 # -- the replay -----------------------------------------------------------------------------------
@@ -427,8 +260,8 @@ class Replay:
 
 
 def _drain(ros, replay, keep_raw):
-    while ros.replies:
-        when, wall_ns, data = ros.replies.popleft()
+    while ros.raw:
+        when, wall_ns, data = ros.raw.popleft()
         try:
             msg = bagio.deserialize(data)
             labels = bagio.image_array(msg)
@@ -449,18 +282,15 @@ def run_replay(args, plan, ros, node, annotation, progress=True):
 
     replay = Replay(plan)
     keep_raw = bool(args.record)
-    deadline = time.monotonic() + args.startup_timeout
-    while not ros.matched():
-        if node is not None and node.exited() is not None:
-            raise VosError(f'vos_node exited with code {node.exited()} before it was ready:\n'
+    if not ros.wait_for_node(args.startup_timeout, node):
+        if node is not None and node.poll() is not None:
+            raise VosError(f'vos_node exited with code {node.poll()} before it was ready:\n'
                            + node.tail())
-        if time.monotonic() > deadline:
-            where = ('' if node is None else f' (node log: {node.log_path})')
-            raise VosError(f'no node on {args.node_image_topic} / {args.segmentation_topic} '
-                           f'after {args.startup_timeout:g} s{where}')
-        time.sleep(0.05)
+        where = ('' if node is None else f' (node log: {node.log_path})')
+        raise VosError(f'no node on {args.node_image_topic} / {args.segmentation_topic} '
+                       f'after {args.startup_timeout:g} s{where}')
     if args.external and annotation is not None:
-        ros.send_annotation(args.node_name, annotation, plan.stamps[0], args.startup_timeout)
+        send_annotation(ros, args.node_name, annotation, plan.stamps[0], args.startup_timeout)
     else:
         # A reliable writer only sends to readers it has discovered; give discovery of the
         # reverse direction (node -> us) a moment too.
@@ -488,13 +318,13 @@ def run_replay(args, plan, ros, node, annotation, progress=True):
                 if remaining <= 0:
                     break
                 time.sleep(min(remaining, 0.005))
-            if node is not None and node.exited() is not None:
-                replay.node_failure = (f'vos_node exited with code {node.exited()} during the '
+            if node is not None and node.poll() is not None:
+                replay.node_failure = (f'vos_node exited with code {node.poll()} during the '
                                        f'replay:\n{node.tail()}')
                 break
             now = time.monotonic()
             replay.matcher.published(index, now)
-            ros.publish(data)
+            ros.publish_raw(data)
             replay.published = index + 1
             last_event = now
             bar.update(1)
@@ -712,7 +542,7 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
         'node_failure': replay.node_failure,
         'annotation': os.path.abspath(annotation_path) if annotation_path else None,
         'node': {'external': bool(args.external),
-                 'command': node.command if node is not None else None,
+                 'command': node.args if node is not None else None,
                  'ros_domain_id': domain},
     }
     if summary is None and plan.gt_count:
@@ -848,13 +678,33 @@ def main(argv=None):
         if annotation is not None:
             annotation_path = os.path.join(args.out, 'annotation.png')
             write_labels(annotation_path, annotation)
-        domain = prepare_ros_environment(args.external)
+        # Imported here: scanning and scoring a bag need no ROS installation.
+        from vos_ros.ros.client import check_ros_environment
+        from vos_ros.ros.client import SegmentationClient
+        from vos_ros.ros.client import start_node
+        from vos_ros.ros.client import use_local_dds
+
         if not args.external:
-            command = node_command(os.path.abspath(annotation_path), args.node_args,
-                                   args.node_image_topic, args.segmentation_topic)
-            node = NodeProcess(command, os.path.join(args.out, 'node.log'))
+            use_local_dds()
+        domain = check_ros_environment()
+        if not args.external:
+            remappings = {}
+            if args.node_image_topic != '/image':
+                remappings['image'] = args.node_image_topic
+            if args.segmentation_topic != '/segmentation':
+                remappings['segmentation'] = args.segmentation_topic
+            # Own session: a Ctrl-C in the terminal reaches us, and we stop the node after
+            # collecting what it already answered.
+            node = start_node({'annotation_path': os.path.abspath(annotation_path)},
+                              remappings, log_path=os.path.join(args.out, 'node.log'),
+                              extra_args=args.node_args, own_session=True)
         try:
-            ros = RosSide(args.node_image_topic, args.segmentation_topic)
+            # A deep writer history: a reliable writer drops unacknowledged samples that fall
+            # out of it, so a reader stalled for a moment (loaded machine) would silently lose
+            # frames.
+            ros = SegmentationClient(args.node_image_topic, args.segmentation_topic,
+                                     args.node_name, f'vos_bag_eval_{os.getpid()}', depth=50,
+                                     answer_depth=100, raw_answers=True)
         except RuntimeError as error:  # rclpy's RCLError: bad ROS environment or arguments
             raise VosError(f'cannot start ROS 2 (ROS_DOMAIN_ID={domain}): {error}') from error
         replay = run_replay(args, plan, ros, node, annotation, progress)

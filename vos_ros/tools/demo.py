@@ -150,13 +150,11 @@ def _video_clip(path, limit):
 
 def play(clip, args, out):
     """Run the node on the clip; return (predictions, latencies_ms, timings dict)."""
-    from vos_ros.ros.client import local_dds_env
     from vos_ros.ros.client import start_node
-    from vos_ros.ros.client import stop_node
+    from vos_ros.ros.client import use_local_dds
 
     # The demo and its node share a loopback-only domain of their own.
-    env = local_dds_env(args.domain_id)
-    os.environ.update(env)
+    use_local_dds(args.domain_id)
     annotation_path = os.path.join(out, 'AnnotatedFrame.png')
     write_labels(annotation_path, clip.annotation)
     parameters = {'annotation_path': os.path.abspath(annotation_path), 'device': args.device,
@@ -166,7 +164,7 @@ def play(clip, args, out):
         parameters['model_path'] = os.path.abspath(args.model)
     log_path = os.path.join(out, 'node.log')
     started = time.monotonic()
-    process = start_node(parameters, env=env, log_path=log_path)
+    process = start_node(parameters, log_path=log_path)
     from vos_ros.ros.client import SegmentationClient
     from vos_ros.ros.client import stamp_key
 
@@ -174,7 +172,7 @@ def play(clip, args, out):
     try:
         client = SegmentationClient(name='vos_demo_player')
         if not client.wait_for_node(args.startup_timeout, process):
-            raise VosError(f'vos_node did not start (see {log_path}): {_last_line(log_path)}')
+            raise VosError(f'vos_node did not start (see {log_path}): {_last_line(process)}')
         startup = time.monotonic() - started
         period = 1.0 / args.rate
         keys = []
@@ -197,10 +195,10 @@ def play(clip, args, out):
     finally:
         if client is not None:
             client.close()
-        code = stop_node(process)
+        code = process.stop()
     if code != 0:
         raise VosError(f'vos_node exited with code {code} (see {log_path}): '
-                       f'{_last_line(log_path)}')
+                       f'{_last_line(process)}')
     span = answer_times[-1] - answer_times[0] if len(answer_times) > 1 else 0.0
     timings = {
         'startup_s': startup,
@@ -211,13 +209,8 @@ def play(clip, args, out):
     return predictions, timings
 
 
-def _last_line(path):
-    try:
-        with open(path, encoding='utf-8', errors='replace') as handle:
-            lines = [line.strip() for line in handle if line.strip()]
-    except OSError:
-        return ''
-    return lines[-1] if lines else '(no output)'
+def _last_line(process):
+    return process.tail(1).strip() or '(no output)'
 
 
 def write_outputs(clip, predictions, out, with_video=True, fps=10.0):
