@@ -158,3 +158,33 @@ def test_bad_options_raise_value_error(options):
 def test_propagate_before_memorize_is_an_error():
     with pytest.raises(RuntimeError):
         FlowBackend().propagate(np.zeros((32, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize('channels', [2, 3])
+def test_softmax_matches_reference(channels):
+    from vos_ros.core.backends.flow import _softmax
+
+    rng = np.random.default_rng(channels)
+    logit = (rng.standard_normal((channels, 9, 7)) * 30.0).astype(np.float32)
+    scaled = logit.astype(np.float64) * 1.5
+    expected = np.exp(scaled - scaled.max(axis=0))
+    expected /= expected.sum(axis=0)
+    probs = _softmax(logit.copy(), 1.5)
+    assert probs.shape == logit.shape
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+
+
+def test_one_object_labels_are_the_argmax_of_upsampled_probabilities(clip):
+    # The session's one-object fast path must label exactly what the general path would.
+    from vos_ros.core.session import resize_probs
+
+    session = Session(FlowBackend(), SessionConfig(resolution=96))
+    height, width = clip.frames[0].shape[:2]
+    for index, frame in enumerate(clip.frames[:4]):
+        result = session.step(frame, clip.first_mask if index == 0 else None)
+    assert result.probs.shape[0] == 2 and result.probs.shape[1] < height
+    full = resize_probs(result.probs, width, height)
+    expected = np.where(np.argmax(full, axis=0) == 1, clip.object_ids[0], 0)
+    assert (result.labels == clip.object_ids[0]).any()
+    assert np.mean(result.labels != expected) < 1e-3

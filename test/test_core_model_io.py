@@ -152,3 +152,22 @@ def test_fp16_on_cuda(tmp_path):
     assert loaded.dtype == torch.float16
     out = loaded(loaded.normalize(torch.zeros(1, 16, 16, 3, dtype=torch.uint8).numpy()))
     assert out.dtype == torch.float16 and out.shape == (1, 5, 8, 8)
+
+
+def test_default_pipeline_uses_the_shipped_model():
+    """The default backend loads the packaged model: it must be installed, valid and small."""
+    import os
+
+    from vos_ros.core.backends import create_backend
+    from vos_ros.core.backends import DEFAULT_BACKEND
+
+    path = model_io.default_model_path()
+    assert os.path.isfile(path), 'vos_ros/data/embedding.pt is missing (setup.py package_data)'
+    assert os.path.getsize(path) <= 20e6
+    meta = model_io.read_metadata(path)
+    assert meta['kind'] == 'embedding' and meta['input_multiple'] >= meta['stride']
+    options = {'device': 'cpu'} if DEFAULT_BACKEND == 'embedding' else {}
+    backend = create_backend(None, **options)
+    assert backend.name == DEFAULT_BACKEND
+    if DEFAULT_BACKEND == 'embedding':
+        assert os.path.samefile(backend.describe()['model'], path)

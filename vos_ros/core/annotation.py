@@ -31,7 +31,7 @@ GEODESIC_THRESHOLD = 0.3
 # object part to the background when another part of the box lies much farther still.
 GEODESIC_MAX_BACKGROUND = float('inf')
 # A side of the box counts as touched when the mask comes within this fraction of the box size.
-SIDE_TOLERANCE = 0.06
+SIDE_TOLERANCE = 0.03
 DEFAULT_ITERATIONS = 5
 CLICK_RADIUS = 5
 # The crop around a box: its margin (fraction of the box's longer side, plus 10 pixels) is
