@@ -94,7 +94,7 @@ def test_session_uses_backend_default_resolution():
     mask[100:200, 100:300] = 1
     results = [r for _, r in Session(backend).propagate(frames, mask)]
     assert results[1].probs.shape[1:] == (backend.default_resolution,
-                                          640 * backend.default_resolution // 480)
+                                          round(640 * backend.default_resolution / 480))
     assert results[1].labels.shape == (480, 640)
     native = [r for _, r in Session(FlowBackend(), SessionConfig(resolution=0))
               .propagate(frames, mask)]
