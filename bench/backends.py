@@ -92,8 +92,10 @@ def _make(name, options):
         Backend.register(_Repeat)
         return backend
     if name == 'warp':
+        # Plain DIS (the medium preset as OpenCV ships it) warping the previous soft mask at
+        # the default working size: nothing of what the flow backend adds.
         return create_backend('flow', consistency=False, appearance=False, temperature=1.0,
-                              lost_fraction=0.0)
+                              lost_fraction=0.0, variational=-1, refine=0)
     return create_backend(name, **options)
 
 
