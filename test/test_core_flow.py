@@ -188,3 +188,21 @@ def test_one_object_labels_are_the_argmax_of_upsampled_probabilities(clip):
     expected = np.where(np.argmax(full, axis=0) == 1, clip.object_ids[0], 0)
     assert (result.labels == clip.object_ids[0]).any()
     assert np.mean(result.labels != expected) < 1e-3
+
+
+def test_grid_blur_matches_reference():
+    from vos_ros.core.backends.flow import _blur_grid
+
+    rng = np.random.default_rng(1)
+    # The third axis holds 3 x 9 x 20 = 540 values after it (over OpenCV's channel limit).
+    grid = rng.random((2, 5, 3, 9, 20)).astype(np.float32)
+    expected = grid.astype(np.float64)
+    for axis in range(1, grid.ndim):
+        padded = np.pad(expected, [(1, 1) if a == axis else (0, 0) for a in range(grid.ndim)])
+        size = grid.shape[axis]
+        expected = (0.25 * np.take(padded, range(0, size), axis=axis)
+                    + 0.5 * np.take(padded, range(1, size + 1), axis=axis)
+                    + 0.25 * np.take(padded, range(2, size + 2), axis=axis))
+    blurred = _blur_grid(grid)
+    assert blurred.shape == grid.shape
+    np.testing.assert_allclose(blurred, expected, atol=1e-5)
