@@ -206,6 +206,34 @@ def test_bag_topic_frame_choice(tmp_path, capsys):
     assert iou(read_labels(out) == 1, discs[0]) > 0.8
 
 
+def test_bag_compressed_topic(tmp_path, capsys):
+    from vos_ros.tools.bagio import BagWriter
+    from vos_ros.tools.annotate import COMPRESSED_TYPE
+    from vos_ros.tools.bagio import typestore
+
+    store = typestore()
+    header = store.types['std_msgs/msg/Header'](
+        stamp=store.types['builtin_interfaces/msg/Time'](sec=1, nanosec=0), frame_id='cam')
+    image, disc, _ = frame(shift=10)
+    ok, png = cv2.imencode('.png', cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    messages = [store.types[COMPRESSED_TYPE](header=header, format='png', data=png.reshape(-1)),
+                store.types[COMPRESSED_TYPE](header=header, format='jpeg',
+                                             data=np.arange(50, dtype=np.uint8))]
+    bag = tmp_path / 'bag'
+    with BagWriter(str(bag)) as writer:
+        writer.add_topic('/camera/image/compressed', COMPRESSED_TYPE)
+        for index, msg in enumerate(messages):
+            writer.write('/camera/image/compressed', 1000 + index, msg)
+    out = tmp_path / 'm.png'
+    assert run(['--bag', bag, '--box', bbox_text(disc), '--out', out]) == 0
+    assert iou(read_labels(out) == 1, disc) > 0.8
+    # A corrupt compressed frame is a one-line error naming the format, not a traceback.
+    assert run(['--bag', bag, '--frame', 1, '--box', bbox_text(disc), '--out', out,
+                '--force']) == 1
+    assert 'jpeg' in capsys.readouterr().err
+
+
 def test_no_display_points_to_headless_flags(tmp_path, monkeypatch, capsys):
     image, _, _ = frame()
     path = write_rgb(tmp_path / 'f.png', image)

@@ -21,7 +21,6 @@ import sys
 import time
 
 import cv2
-import numpy as np
 
 from vos_ros.core.annotation import box_to_mask
 from vos_ros.core.annotation import check_box
@@ -197,11 +196,10 @@ class BagSource(FrameSource):
 def rgb_from_message(msg, msgtype):
     """Decode a rosbags or rclpy Image / CompressedImage message to RGB."""
     if msgtype == COMPRESSED_TYPE:
-        data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if image is None:
-            raise DataError(f'cannot decode a compressed image (format {msg.format!r})')
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        from vos_ros.core.image_codec import compressed_to_rgb
+
+        # ImageDecodeError is a DataError: the caller's one-line error path applies
+        return compressed_to_rgb(msg.data, msg.format)
     from vos_ros.tools.bagio import image_rgb
 
     return image_rgb(msg)
