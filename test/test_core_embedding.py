@@ -11,6 +11,7 @@ from vos_ros.core.backends import create_backend  # noqa: E402
 from vos_ros.core.errors import ModelError  # noqa: E402
 from vos_ros.core.models import build_model  # noqa: E402
 from vos_ros.core.session import Session  # noqa: E402
+from conftest import occluded_crossing_ious  # noqa: E402
 from vos_ros.core.synthetic import make_clip  # noqa: E402
 
 META = {'kind': 'embedding', 'mean': [0.0, 0.0, 0.0], 'std': [255.0, 255.0, 255.0],
@@ -140,3 +141,13 @@ def test_shipped_model_is_default():
     session = Session(backend)
     result = [r for _, r in session.propagate(frames, masks[0])][-1]
     assert result.labels.shape == masks[0].shape and result.object_ids == [3]
+
+
+@pytest.mark.skipif(not __import__('os').path.isfile(model_io.default_model_path()),
+                    reason='no model shipped in vos_ros/data')
+def test_default_pipeline_redetects_after_full_occlusion(occluded_crossing):
+    frames, masks, hidden = occluded_crossing
+    ious = occluded_crossing_ious(create_backend(None, device='cpu'), frames, masks)
+    # Found again once it reappears, not stuck at the wall, and followed well before it.
+    assert np.mean(ious[hidden[-1] + 3:]) > 0.8, ious
+    assert np.mean(ious[:hidden[0]]) > 0.8, ious

@@ -9,6 +9,7 @@ from vos_ros.core.backends.flow import QUALITIES
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.core.synthetic import make_clip
+from conftest import occluded_crossing_ious
 
 
 def _iou(a, b):
@@ -206,3 +207,15 @@ def test_grid_blur_matches_reference():
     blurred = _blur_grid(grid)
     assert blurred.shape == grid.shape
     np.testing.assert_allclose(blurred, expected, atol=1e-5)
+
+
+def test_lost_object_redetected_by_its_colours(occluded_crossing):
+    frames, masks, hidden = occluded_crossing
+    after = slice(hidden[-1] + 3, None)
+    ious = occluded_crossing_ious(create_backend('flow'), frames, masks)
+    # While hidden nothing is claimed (IoU 1 of two empty masks); once back it is found.
+    assert np.mean(ious[hidden[1]:hidden[-1] + 1]) > 0.9, ious
+    assert np.mean(ious[after]) > 0.8, ious
+    # Without re-detection flow cannot bring it back: the feature is what recovers it.
+    without = occluded_crossing_ious(create_backend('flow', redetect=False), frames, masks)
+    assert np.mean(without[after]) < 0.5, without
