@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/vos_demo --out out/demo
 
 test: setup
-	$(BIN)/python -m pytest test -q
+	$(BIN)/python -m pytest test -q -rs
 
 lint: setup
 	$(BIN)/python -m flake8 vos_ros test bench launch setup.py
