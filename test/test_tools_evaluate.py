@@ -131,6 +131,38 @@ def test_selected_sequences_and_file(dataset, tmp_path, capsys):
         assert image.size == (SIZE['width'], SIZE['height'])
 
 
+def test_video_and_chart(dataset, tmp_path, capsys):
+    import cv2
+
+    root, clips = dataset
+    out = tmp_path / 'v'
+    code, _, stderr = _run([root, '--sequences', 'aa', 'cc', '--video', '--out', out], capsys)
+    assert code == 0, stderr
+    for name in ('aa', 'cc'):
+        capture = cv2.VideoCapture(str(out / f'{name}.mp4'))
+        frames = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame)
+        capture.release()
+        assert len(frames) == len(clips[name])
+        # image | prediction | ground truth, side by side at the frame's height
+        height, width = frames[0].shape[:2]
+        assert height == SIZE['height'] and width >= 3 * SIZE['width']
+        if name == 'cc':
+            # no ground truth after the first frame: the third panel is blank
+            third = frames[-1][:, -SIZE['width'] + 2:]
+            assert third.mean() < 20
+    with Image.open(out / 'results.png') as chart:
+        assert chart.size[0] > 300 and chart.size[1] > 200
+    # Nothing scored: no chart, and a chart left from an earlier run in OUT is removed.
+    code, _, stderr = _run([root, '--sequences', 'cc', '--out', out], capsys)
+    assert code == 0, stderr
+    assert not (out / 'results.png').exists()
+
+
 def test_only_unscored_sequences(dataset, tmp_path, capsys):
     root, _ = dataset
     code, stdout, stderr = _run([root, '--sequences', 'cc', '--out', tmp_path / 'o'], capsys)

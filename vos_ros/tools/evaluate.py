@@ -15,6 +15,10 @@ without masks beyond its first frame is still segmented; its score columns are e
 left out of the mean. When a frame has no mask but others after the first do (sparse ground
 truth), only the annotated frames are scored.
 
+Also ``OUT/results.png`` (J&F, J and F per sequence, for a look rather than a read) and, with
+``--video``, ``OUT/<seq>.mp4`` per sequence: image | prediction | ground truth, frame by frame
+(neither is counted in ``fps``).
+
 ``results.csv`` is written (via a temporary file) only when every sequence has finished; an
 old one in OUT is deleted when a run starts. A run stopped by an error or Ctrl-C leaves the
 masks written so far and ``results.partial.csv`` (finished sequences only, no mean row), and
@@ -40,6 +44,7 @@ from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
 from vos_ros.core.labels import object_ids as ids_in
+from vos_ros.core.labels import overlay
 from vos_ros.core.labels import write_labels
 from vos_ros.core.metrics import db_statistics
 from vos_ros.core.metrics import evaluate_sequence
@@ -53,6 +58,7 @@ COLUMNS = ('sequence', 'J', 'F', 'JF', 'J_recall', 'J_decay', 'F_recall', 'F_dec
 SCORE_COLUMNS = COLUMNS[1:8]
 RESULTS_NAME = 'results.csv'
 PARTIAL_NAME = 'results.partial.csv'
+PLOT_NAME = 'results.png'
 
 
 @dataclasses.dataclass
@@ -185,8 +191,11 @@ def _score(sequence, predictions, given_ids):
     return scores, objects
 
 
-def run_sequence(session, sequence, out_dir, progress=None):
-    """Segment one sequence from its first-frame mask, write its masks, return the result."""
+def run_sequence(session, sequence, out_dir, progress=None, video=False):
+    """Segment one sequence from its first-frame mask, write its masks, return the result.
+
+    ``video``: also write ``out_dir/<seq>.mp4`` (image | prediction | ground truth).
+    """
     first_mask = sequence.read_mask(0)
     given_ids = ids_in(first_mask)
     if not given_ids:
@@ -198,29 +207,93 @@ def run_sequence(session, sequence, out_dir, progress=None):
     predictions = []
     seconds = 0.0
     first_size = None
-    for index, name in enumerate(sequence.frame_names):
-        tic = time.perf_counter()
-        image = sequence.read_frame(index)
-        if first_size is None:
-            first_size = image.shape[:2]
-            check_same_size(image, first_mask, sequence.mask_path(0))
-        elif image.shape[:2] != first_size:
-            raise DataError(f'{sequence.frame_paths[index]}: image size '
-                            f'{image.shape[1]}x{image.shape[0]} differs from the first '
-                            f'frame ({first_size[1]}x{first_size[0]})')
-        result = session.step(image, first_mask if index == 0 else None)
-        seconds += time.perf_counter() - tic
-        write_labels(os.path.join(seq_dir, name + '.png'), result.labels)
-        predictions.append(result.labels)
-        if progress is not None:
-            progress.update(1)
+    writer = None
+    if video:
+        from vos_ros.core.video import VideoWriter
+
+        writer = VideoWriter(os.path.join(out_dir, sequence.name + '.mp4'), fps=VIDEO_FPS)
+    try:
+        for index, name in enumerate(sequence.frame_names):
+            image, labels, elapsed = _segment_frame(session, sequence, index, first_mask,
+                                                    first_size)
+            seconds += elapsed
+            first_size = first_size or image.shape[:2]
+            write_labels(os.path.join(seq_dir, name + '.png'), labels)
+            predictions.append(labels)
+            if writer is not None:
+                writer.write(_video_frame(sequence, index, image, labels))
+            if progress is not None:
+                progress.update(1)
+    finally:
+        if writer is not None:
+            writer.close()
     scores, objects = _score(sequence, predictions, given_ids)
     return SequenceResult(name=sequence.name, frames=len(predictions), seconds=seconds,
                           scores=scores, objects=objects)
 
 
+#: Frame rate of the ``--video`` files (DAVIS was shot at 24 fps; slower reads better).
+VIDEO_FPS = 12.0
+
+
+def _segment_frame(session, sequence, index, first_mask, first_size):
+    """Read and segment frame ``index``; return (image, labels, seconds spent on both)."""
+    tic = time.perf_counter()
+    image = sequence.read_frame(index)
+    if first_size is None:
+        check_same_size(image, first_mask, sequence.mask_path(0))
+    elif image.shape[:2] != first_size:
+        raise DataError(f'{sequence.frame_paths[index]}: image size '
+                        f'{image.shape[1]}x{image.shape[0]} differs from the first '
+                        f'frame ({first_size[1]}x{first_size[0]})')
+    result = session.step(image, first_mask if index == 0 else None)
+    return image, result.labels, time.perf_counter() - tic
+
+
+def _video_frame(sequence, index, image, labels):
+    """One ``--video`` frame: image | prediction overlay | ground-truth overlay (or blank)."""
+    from vos_ros.core.video import side_by_side
+
+    truth = _read_truth(sequence, index, labels.shape) if sequence.has_mask(index) else None
+    return side_by_side(
+        [image, overlay(image, labels),
+         overlay(image, truth) if truth is not None else np.zeros_like(image)],
+        labels=[f'{sequence.name} {sequence.frame_names[index]}', 'prediction',
+                'ground truth' if truth is not None else 'no ground truth'])
+
+
+def plot_results(path, results):
+    """Bar chart of J&F, J and F per scored sequence with the mean; False if none scored."""
+    scored = [r for r in results if r.scores is not None]
+    if not scored:
+        return False
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in scored]
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2.0), 4.0))
+    for offset, key in ((-0.27, 'JF'), (0.0, 'J'), (0.27, 'F')):
+        axis.bar(positions + offset, [r.scores[key] for r in scored], width=0.27,
+                 label=key.replace('JF', 'J&F'))
+    mean = mean_scores(scored)
+    if mean is not None:
+        axis.axhline(mean['JF'], color='black', linewidth=1, linestyle='--',
+                     label=f'mean J&F {mean["JF"]:.1f}')
+    axis.set_xticks(positions)
+    axis.set_xticklabels(names, rotation=45, ha='right')
+    axis.set_ylim(0, 100)
+    axis.set_ylabel('percent')
+    axis.legend(loc='lower right', fontsize='small')
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
 def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, device=None,
-                     resolution=None, progress=True):
+                     resolution=None, progress=True, video=False):
     """Run and score a DAVIS-layout dataset; return ``(results, mean_row_dict)``.
 
     ``backend`` is a name (None = the package default) or a Backend instance. ``sequences``
@@ -252,7 +325,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     try:
         for sequence in seqs:
             bar.set_description(sequence.name)
-            results.append(run_sequence(session, sequence, out_dir, progress=bar))
+            results.append(run_sequence(session, sequence, out_dir, progress=bar, video=video))
     except BaseException:
         if results:
             write_csv(partial_path, [r.row() for r in results])
@@ -261,6 +334,9 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
         bar.close()
     mean = mean_row(results)
     write_csv(results_path, [r.row() for r in results] + [mean])
+    plot_path = os.path.join(out_dir, PLOT_NAME)
+    if not plot_results(plot_path, results) and os.path.exists(plot_path):
+        os.remove(plot_path)  # a stale chart of an earlier run would mislead
     return results, mean
 
 
@@ -288,6 +364,8 @@ def _parser():
                              '0 = input size')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for masks and results.csv')
+    parser.add_argument('--video', action='store_true',
+                        help='also write OUT/<seq>.mp4: image | prediction | ground truth')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return parser
 
@@ -307,7 +385,8 @@ def main(argv=None):
                 raise DataError(f'sequences file {args.sequences_file} lists no sequence')
         results, mean = evaluate_dataset(
             args.dataset, args.out, sequences=names, backend=args.backend, model=args.model,
-            device=args.device, resolution=args.resolution, progress=not args.no_progress)
+            device=args.device, resolution=args.resolution, progress=not args.no_progress,
+            video=args.video)
     except (VosError, ValueError, OSError) as error:
         print(f'vos_eval: error: {error}', file=sys.stderr)
         return 1
