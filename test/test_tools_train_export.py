@@ -73,6 +73,25 @@ def test_train_synthetic_only(tmp_path):
     assert len(_rows(out)) >= 1
 
 
+def test_tensorboard_events_when_installed(tmp_path):
+    event_accumulator = pytest.importorskip(
+        'tensorboard.backend.event_processing.event_accumulator',
+        reason='tensorboard is optional (requirements.txt installs it for this test)')
+    out = str(tmp_path / 'tb')
+    assert train.main(['--synthetic', '2', '--out', out, '--epochs', '1'] + TINY) == 0
+    events = event_accumulator.EventAccumulator(os.path.join(out, 'tensorboard'))
+    events.Reload()
+    tags = events.Tags()['scalars']
+    assert tags, 'no scalar written to the TensorBoard log'
+    # the same losses as metrics.csv, step by step
+    loss_tag = next(tag for tag in tags if 'loss' in tag)
+    logged = [(e.step, e.value) for e in events.Scalars(loss_tag)]
+    rows = [(int(r['iteration']), float(r['loss'])) for r in _rows(out)]
+    assert [step for step, _ in logged] == [step for step, _ in rows]
+    expected = [value for _, value in rows]
+    assert [value for _, value in logged] == pytest.approx(expected, rel=1e-5)
+
+
 def test_bad_image_named(dataset, tmp_path, capsys):
     import shutil
     broken = tmp_path / 'broken'
