@@ -214,14 +214,21 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
         writer = VideoWriter(os.path.join(out_dir, sequence.name + '.mp4'), fps=VIDEO_FPS)
     try:
         for index, name in enumerate(sequence.frame_names):
-            image, labels, elapsed = _segment_frame(session, sequence, index, first_mask,
-                                                    first_size)
-            seconds += elapsed
-            first_size = first_size or image.shape[:2]
-            write_labels(os.path.join(seq_dir, name + '.png'), labels)
-            predictions.append(labels)
+            tic = time.perf_counter()
+            image = sequence.read_frame(index)
+            if first_size is None:
+                first_size = image.shape[:2]
+                check_same_size(image, first_mask, sequence.mask_path(0))
+            elif image.shape[:2] != first_size:
+                raise DataError(f'{sequence.frame_paths[index]}: image size '
+                                f'{image.shape[1]}x{image.shape[0]} differs from the first '
+                                f'frame ({first_size[1]}x{first_size[0]})')
+            result = session.step(image, first_mask if index == 0 else None)
+            seconds += time.perf_counter() - tic
+            write_labels(os.path.join(seq_dir, name + '.png'), result.labels)
+            predictions.append(result.labels)
             if writer is not None:
-                writer.write(_video_frame(sequence, index, image, labels))
+                writer.write(_video_frame(sequence, index, image, result.labels))
             if progress is not None:
                 progress.update(1)
     finally:
@@ -234,20 +241,6 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
 
 #: Frame rate of the ``--video`` files (DAVIS was shot at 24 fps; slower reads better).
 VIDEO_FPS = 12.0
-
-
-def _segment_frame(session, sequence, index, first_mask, first_size):
-    """Read and segment frame ``index``; return (image, labels, seconds spent on both)."""
-    tic = time.perf_counter()
-    image = sequence.read_frame(index)
-    if first_size is None:
-        check_same_size(image, first_mask, sequence.mask_path(0))
-    elif image.shape[:2] != first_size:
-        raise DataError(f'{sequence.frame_paths[index]}: image size '
-                        f'{image.shape[1]}x{image.shape[0]} differs from the first '
-                        f'frame ({first_size[1]}x{first_size[0]})')
-    result = session.step(image, first_mask if index == 0 else None)
-    return image, result.labels, time.perf_counter() - tic
 
 
 def _video_frame(sequence, index, image, labels):
@@ -316,7 +309,9 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, RESULTS_NAME)
     partial_path = os.path.join(out_dir, PARTIAL_NAME)
-    for stale in (results_path, partial_path):
+    plot_path = os.path.join(out_dir, PLOT_NAME)
+    # Outputs of an earlier run in OUT would mislead next to this one's.
+    for stale in (results_path, partial_path, plot_path):
         if os.path.exists(stale):
             os.remove(stale)
     results = []
@@ -334,9 +329,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
         bar.close()
     mean = mean_row(results)
     write_csv(results_path, [r.row() for r in results] + [mean])
-    plot_path = os.path.join(out_dir, PLOT_NAME)
-    if not plot_results(plot_path, results) and os.path.exists(plot_path):
-        os.remove(plot_path)  # a stale chart of an earlier run would mislead
+    plot_results(plot_path, results)
     return results, mean
 
 

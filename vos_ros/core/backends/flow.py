@@ -373,10 +373,8 @@ class FlowBackend(Backend):
         """
         if colour.ndim == 3:
             colour = self._colour_index(colour)
+        # memorize() resets _lost, so every lost channel is one of this frame's
         for k in sorted(self._lost):
-            if k >= probs.shape[0]:
-                self._lost.discard(k)
-                continue
             ratio = np.take(self._anchor_hist[k] - self._anchor_hist[0], colour)
             # A box blur: isolated pixels of object-like colour are not an object.
             ratio = cv2.blur(ratio.astype(np.float32), (5, 5))
