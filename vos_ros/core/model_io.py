@@ -3,11 +3,14 @@
 Metadata keys (``vos.json``):
 
 - ``kind``: what the module computes; ``embedding`` = ``[1,3,H,W]`` -> ``[1,D,h,w]`` per-pixel
-  embeddings (PML family). Unknown kinds are refused.
+  embeddings (PML family); ``memory`` = a space-time memory network (STM/MiVOS/STCN family,
+  ``vos_ros.core.models.memory_net``) whose exported methods ``encode_key``, ``encode_value``,
+  ``read_memory`` and ``segment`` the ``memory`` backend calls. Unknown kinds are refused.
 - ``format_version``: version of this metadata layout (currently 1).
 - ``mean``, ``std``: per-channel RGB normalisation on the 0..255 scale, applied before the model.
 - ``stride``: input pixels per embedding pixel; ``input_multiple``: H and W must be multiples.
-- ``embedding_dim``: D; ``normalized``: whether embeddings are unit vectors.
+- ``embedding_dim``: D; ``normalized``: whether embeddings are unit vectors (``embedding``).
+- ``key_dim``, ``value_dim``, ``top_k``: key and value channels and read-out top-k (``memory``).
 - ``resolution``: shorter image side the model was trained at (a sensible inference size).
 - ``training_data``, ``version``, ``created``: provenance (free-form).
 
@@ -30,9 +33,11 @@ META_FILE = 'vos.json'
 #: Metadata layout version written by this code.
 FORMAT_VERSION = 1
 #: Model kinds this package can run.
-KNOWN_KINDS = ('embedding',)
-#: Keys an ``embedding`` model's metadata must have.
-REQUIRED_KEYS = ('kind', 'format_version', 'mean', 'std', 'stride', 'embedding_dim')
+KNOWN_KINDS = ('embedding', 'memory')
+#: Keys every model's metadata must have.
+REQUIRED_KEYS = ('kind', 'format_version', 'mean', 'std', 'stride')
+#: Further keys each kind must have (positive integers).
+KIND_KEYS = {'embedding': ('embedding_dim',), 'memory': ('key_dim', 'value_dim')}
 #: Defaults for optional keys.
 DEFAULTS = {'input_multiple': 1, 'normalized': False, 'resolution': 0, 'training_data': None,
             'version': '0', 'input_min_size': 16}
@@ -51,14 +56,15 @@ def validate_metadata(meta, source='metadata'):
     """Check a metadata dict and return it with defaults filled in (ModelError if bad)."""
     if not isinstance(meta, dict):
         raise ModelError(f'{source}: {META_FILE} must hold a JSON object')
-    missing = [key for key in REQUIRED_KEYS if key not in meta]
-    if missing:
-        raise ModelError(f'{source}: {META_FILE} lacks {", ".join(missing)}; re-create it '
-                         'with vos_export')
-    if meta['kind'] not in KNOWN_KINDS:
+    if meta.get('kind') is not None and meta['kind'] not in KNOWN_KINDS:
         raise ModelError(f'{source}: unknown model kind {meta["kind"]!r} (this vos_ros runs '
                          f'{", ".join(KNOWN_KINDS)}); export an embedding model with vos_export '
                          '--from-traced MODEL --kind embedding')
+    missing = [key for key in REQUIRED_KEYS + KIND_KEYS.get(meta.get('kind'), ())
+               if key not in meta]
+    if missing:
+        raise ModelError(f'{source}: {META_FILE} lacks {", ".join(missing)}; re-create it '
+                         'with vos_export')
     if int(meta['format_version']) > FORMAT_VERSION:
         raise ModelError(f'{source}: metadata format {meta["format_version"]} is newer than this '
                          f'vos_ros understands ({FORMAT_VERSION}); update vos_ros')
@@ -71,7 +77,7 @@ def validate_metadata(meta, source='metadata'):
             raise ModelError(f'{source}: {key} must be three numbers (RGB, 0..255 scale)')
     if any(float(v) <= 0 for v in out['std']):
         raise ModelError(f'{source}: std values must be > 0')
-    for key in ('stride', 'embedding_dim', 'input_multiple'):
+    for key in ('stride', 'input_multiple') + KIND_KEYS[out['kind']]:
         if not isinstance(out[key], int) or out[key] < 1:
             raise ModelError(f'{source}: {key} must be a positive integer, got {out[key]!r}')
     return out
@@ -143,7 +149,7 @@ class LoadedModel:
 
     @property
     def kind(self):
-        """The model kind (``embedding``)."""
+        """The model kind (``embedding`` or ``memory``)."""
         return self.meta['kind']
 
     def normalize(self, images):
@@ -228,7 +234,9 @@ def jit_load(path, device='cpu'):
         return torch.jit.load(os.fspath(path), map_location=device)
 
 
-def default_model_path():
-    """Return the path of the model shipped in vos_ros/data (it may not exist)."""
+def default_model_path(kind='embedding'):
+    """Return the path of the model of ``kind`` shipped in vos_ros/data (it may not exist)."""
+    if kind not in KNOWN_KINDS:
+        raise ValueError(f'unknown model kind {kind!r}; choose one of {", ".join(KNOWN_KINDS)}')
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
-                        'embedding.pt')
+                        f'{kind}.pt')

@@ -1,7 +1,8 @@
 """``vos_export``: a training checkpoint (or a user's traced model) -> TorchScript + vos.json.
 
 ``vos_export CKPT --out model.pt`` rebuilds the network a ``vos_train`` checkpoint describes,
-traces it and stores the metadata the loader needs. ``vos_export --from-traced MODEL.pt --out
+traces it (``embedding``) or scripts it with its exported methods (``memory``) and stores the
+metadata the loader needs. ``vos_export --from-traced MODEL.pt --out
 model.pt`` adds metadata to your own TorchScript embedding model (``[1,3,H,W]`` ->
 ``[1,D,h,w]``); D and the output stride are measured by running it once.
 """
@@ -65,6 +66,8 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
                          'TorchScript model use --from-traced') from error
     except Exception as error:
         raise ModelError(f'cannot read checkpoint {checkpoint_path}: {error}') from error
+    if train_meta.get('kind') == 'memory':
+        return _export_memory(checkpoint, out_path, version, resolution)
     model = build_model(arch, **kwargs)
     model.load_state_dict(state)
     model.eval()
@@ -89,6 +92,41 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     }
     return save_model(traced, out_path, meta)
+
+
+def _export_memory(checkpoint, out_path, version=None, resolution=None):
+    """Script a memory-model checkpoint (all exported methods) into a model file."""
+    import torch
+
+    from vos_ros.core.model_io import save_model
+    from vos_ros.core.models.memory_net import MEMORY_ARCHS
+
+    arch, kwargs, train_meta = checkpoint['arch'], checkpoint['model_kwargs'], checkpoint['meta']
+    if arch not in MEMORY_ARCHS:
+        raise ModelError(f'unknown memory architecture {arch!r}; this vos_ros knows '
+                         f'{", ".join(sorted(MEMORY_ARCHS))}')
+    # the checkpoint holds every weight, the ImageNet file is not needed again
+    model = MEMORY_ARCHS[arch](pretrained=False, **kwargs)
+    model.load_state_dict(checkpoint['state_dict'])
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        scripted = torch.jit.script(model)
+    meta = {
+        'kind': 'memory', 'mean': list(train_meta['mean']), 'std': list(train_meta['std']),
+        'stride': int(train_meta['stride']), 'input_multiple': int(train_meta['input_multiple']),
+        'key_dim': int(train_meta['key_dim']), 'value_dim': int(train_meta['value_dim']),
+        'top_k': int(train_meta['top_k']),
+        'resolution': int(train_meta.get('resolution', 0) if resolution is None else resolution),
+        'arch': arch, 'model_kwargs': kwargs, 'backbone': train_meta.get('backbone'),
+        'training_data': train_meta.get('training_data'),
+        'training': {'iteration': int(checkpoint.get('iteration', 0)),
+                     'elapsed_s': float(checkpoint.get('elapsed_s', 0.0)),
+                     'loss': train_meta.get('loss')},
+        'version': version or f'{arch}-it{int(checkpoint.get("iteration", 0))}',
+        'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    }
+    return save_model(scripted, out_path, meta)
 
 
 def export_traced(traced_path, out_path, args):
@@ -144,8 +182,10 @@ def main(argv=None):
         print(f'vos_export: error: {error}', file=sys.stderr)
         return 2
     size_mb = os.path.getsize(args.out) / 1e6
+    sizes = (f'D={meta["embedding_dim"]}' if meta['kind'] == 'embedding'
+             else f'key {meta["key_dim"]}, value {meta["value_dim"]}')
     print(f'vos_export: wrote {args.out} ({size_mb:.2f} MB): kind {meta["kind"]}, '
-          f'D={meta["embedding_dim"]}, stride {meta["stride"]}, version {meta["version"]}')
+          f'{sizes}, stride {meta["stride"]}, version {meta["version"]}')
     return 0
 
 

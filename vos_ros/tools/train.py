@@ -42,12 +42,15 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog='vos_train', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--kind', choices=('embedding', 'memory'), default='embedding',
+                        help='model kind: PML pixel embeddings, or the space-time memory '
+                             'network on ImageNet MobileNetV2 (train_memory.py)')
     parser.add_argument('data', nargs='*',
                         help='DAVIS-layout dataset folders (JPEGImages/480p/<seq>, '
                              'Annotations/480p/<seq>, every frame annotated)')
     parser.add_argument('--sequences-file', default=None,
                         help='train only on the sequences listed here (one per line)')
-    parser.add_argument('--exclude-file', default=None,
+    parser.add_argument('--exclude-file', action='append', default=None,
                         help='never train on the sequences listed here (your hold-out)')
     parser.add_argument('--val-file', default=None,
                         help='sequences (in the data folders) scored for val_pair_iou')
@@ -86,6 +89,27 @@ def build_parser():
     parser.add_argument('--max-minutes', type=float, default=0.0,
                         help='stop (with a checkpoint) after this much wall time; 0 = no limit')
     parser.add_argument('--seed', type=int, default=0, help='seed of all sampling')
+    memory = parser.add_argument_group('memory model (--kind memory)')
+    memory.add_argument('--static', action='append', default=None, metavar='DIR',
+                        help='ECSSD-layout folder (images/, masks/) of static images turned '
+                             'into pseudo-videos; repeatable')
+    memory.add_argument('--static-iters', type=int, default=0,
+                        help='first iterations on static images only (pre-training)')
+    memory.add_argument('--static-ratio', type=float, default=0.2,
+                        help='share of static-image clips after pre-training')
+    memory.add_argument('--clip-frames', type=int, default=3, help='frames per training clip')
+    memory.add_argument('--max-objects', type=int, default=2, help='objects per clip at most')
+    memory.add_argument('--min-skip', type=int, default=5,
+                        help='largest frame gap in a clip when video training starts')
+    memory.add_argument('--max-skip', type=int, default=15,
+                        help='largest frame gap in a clip at the end of training')
+    memory.add_argument('--key-dim', type=int, default=64, help='key channels')
+    memory.add_argument('--value-dim', type=int, default=128, help='value channels')
+    memory.add_argument('--top-k', type=int, default=20, help='memory read-out top-k')
+    memory.add_argument('--backbone-lr-scale', type=float, default=0.1,
+                        help='learning-rate factor of the stride-16 encoder stage (0 = frozen)')
+    memory.add_argument('--inference-resolution', type=int, default=240,
+                        help='shorter side the exported model runs at by default')
     parser.add_argument('--out', default='out/train', help='output folder')
     return parser
 
@@ -350,11 +374,19 @@ def _read_names(path, what):
     return names
 
 
+def _excluded(args):
+    """Names listed in every ``--exclude-file`` (the option may be given several times)."""
+    paths = args.exclude_file or []
+    if isinstance(paths, str):
+        paths = [paths]
+    return set(name for path in paths for name in _read_names(path, '--exclude-file'))
+
+
 def gather_sequences(args, progress):
     """Return (train sequences, validation sequences, description of the training data)."""
     include = set(_read_names(args.sequences_file, '--sequences-file')) \
         if args.sequences_file else None
-    exclude = set(_read_names(args.exclude_file, '--exclude-file')) if args.exclude_file else set()
+    exclude = _excluded(args)
     val_names = set(_read_names(args.val_file, '--val-file')) if args.val_file else set()
     train, val, described = [], [], []
     for root in args.data:
@@ -647,9 +679,13 @@ def main(argv=None):
     """Console entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        if not args.data and args.synthetic <= 0:
+        if not args.data and args.synthetic <= 0 and not (args.kind == 'memory' and args.static):
             raise ValueError('give at least one DAVIS folder or --synthetic N')
-        path, iteration = train(args)
+        if args.kind == 'memory':
+            from vos_ros.tools import train_memory
+            path, iteration = train_memory.train(args)
+        else:
+            path, iteration = train(args)
     except (VosError, ValueError) as error:
         print(f'vos_train: error: {error}', file=sys.stderr)
         return 2

@@ -25,13 +25,25 @@ def _factories():
         from vos_ros.core.backends.embedding import EmbeddingBackend
         return EmbeddingBackend(**options)
 
-    return {'flow': flow, 'embedding': embedding}
+    def memory(**options):
+        # options: model_path, device, half, resolution, top_k, memory_every, ... (memory.py)
+        from vos_ros.core.backends.memory import MemoryBackend
+        return MemoryBackend(**options)
+
+    return {'flow': flow, 'embedding': embedding, 'memory': memory}
 
 
 def create_backend(name=None, **options):
-    """Create a backend by name (``None`` or ``'default'`` = the default pipeline)."""
+    """Create a backend by name (``None`` or ``'default'`` = the default pipeline).
+
+    With no name but a ``model_path``, the backend is the one that runs that model's kind
+    (its ``vos.json``), so a user's model file is enough to choose the pipeline.
+    """
     if name in (None, '', 'default'):
         name = DEFAULT_BACKEND
+        if options.get('model_path'):
+            from vos_ros.core.model_io import read_metadata
+            name = read_metadata(options['model_path'])['kind']
     factories = _factories()
     if name not in factories:
         raise ValueError(

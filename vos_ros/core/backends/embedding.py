@@ -66,7 +66,12 @@ class EmbeddingBackend(Backend):
                                  'vos_export, or use the flow backend')
         if int(threads) < 0:
             raise ValueError(f'threads must be >= 0, got {threads}')
-        self.model = model_io.load_model(model_path, device=device, half=half)
+        kind = model_io.read_metadata(model_path)['kind']
+        if kind != 'embedding':
+            raise ModelError(f'{model_path} is a {kind!r} model; the embedding backend needs an '
+                             f'embedding model (use backend {kind!r} for it)')
+        self.model = model_io.load_model(model_path, device=device, half=half,
+                                         kinds=('embedding',))
         if int(threads) > 0 and self.model.device == 'cpu':
             import torch
             torch.set_num_threads(int(threads))

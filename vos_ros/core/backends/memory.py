@@ -1,0 +1,220 @@
+"""Learned backend: space-time memory read-out (seed system 002: STM / MiVOS mask propagation).
+
+A TorchScript model of kind ``memory`` (``vos_ros.core.models.memory_net``) encodes each frame
+into a key and, for frames whose mask is known, one value per object. The backend holds the
+memory as tensors and bounds it (constant size however long the stream runs):
+
+- the *given* frames: the first mask, and the latest re-initialisation with the same objects
+  (at most ``max_given``; they are never replaced by predictions);
+- the *previous* frame with its predicted mask (STM/XMem: the most recent frame is the most
+  similar one);
+- *keyframes*: every ``memory_every``-th frame whose prediction is confident
+  (mean max-probability >= ``keyframe_confidence``), first in first out, at most
+  ``max_keyframes``.
+
+Each new frame reads the memory out (L2 affinity, top-k softmax) and the decoder turns the read
+out values into per-object logits; soft aggregation gives the probabilities.
+"""
+
+import logging
+import os
+
+import cv2
+import numpy as np
+
+from vos_ros.core.backends.base import Backend
+from vos_ros.core.errors import ModelError
+
+_LOG = logging.getLogger(__name__)
+
+
+class MemoryBackend(Backend):
+    """Segment by reading a bounded space-time memory (STM / MiVOS / STCN family)."""
+
+    name = 'memory'
+
+    def __init__(self, model_path=None, device='auto', half=None, resolution=None, top_k=None,
+                 memory_every=5, max_keyframes=3, max_given=2, keyframe_confidence=0.8,
+                 use_previous=True, threads=1):
+        """Load the model (default: the one shipped in vos_ros/data) and set the memory policy.
+
+        ``resolution``: shorter side the network sees (None = the model's own setting from its
+        metadata). ``top_k``: memory positions each query reads (None = the model's setting).
+        ``memory_every``: frames between keyframe candidates; ``max_keyframes``: keyframes kept
+        (0 = none); ``max_given``: given masks kept; ``use_previous``: read the previous
+        frame too. ``threads``: torch CPU threads (0 = leave torch's setting). Raises
+        ModelError for a missing or wrong model file, ValueError for bad options.
+        """
+        from vos_ros.core import model_io
+
+        for name, value, low in (('memory_every', memory_every, 1),
+                                 ('max_keyframes', max_keyframes, 0),
+                                 ('max_given', max_given, 1), ('threads', threads, 0)):
+            if int(value) < low:
+                raise ValueError(f'{name} must be >= {low}, got {value}')
+        if not 0.0 <= float(keyframe_confidence) <= 1.0:
+            raise ValueError(f'keyframe_confidence must lie in [0, 1], got {keyframe_confidence}')
+        if model_path in (None, ''):
+            model_path = model_io.default_model_path('memory')
+            if not os.path.isfile(model_path):
+                raise ModelError('no model_path given and no memory model is installed '
+                                 f'({model_path}); train one with vos_train --kind memory and '
+                                 'export it with vos_export, or use the flow backend')
+        meta = model_io.read_metadata(model_path)
+        if meta['kind'] != 'memory':
+            raise ModelError(f'{model_path} is a {meta["kind"]!r} model; the memory backend '
+                             f'needs a memory model (use backend {meta["kind"]!r} for it)')
+        self.model = model_io.load_model(model_path, device=device, half=half,
+                                         kinds=('memory',))
+        import torch
+        if int(threads) > 0 and self.model.device == 'cpu':
+            torch.set_num_threads(int(threads))
+        meta = self.model.meta
+        self.resolution = int(meta.get('resolution', 0) if resolution is None else resolution)
+        if self.resolution < 0:
+            raise ValueError(f'resolution must be >= 0, got {resolution}')
+        self.top_k = int(meta.get('top_k', 20) if top_k is None else top_k)
+        if self.top_k < 1:
+            raise ValueError(f'top_k must be >= 1, got {top_k}')
+        self.multiple = max(int(meta['input_multiple']), 1)
+        self.memory_every = int(memory_every)
+        self.max_keyframes = int(max_keyframes)
+        self.max_given = int(max_given)
+        self.keyframe_confidence = float(keyframe_confidence)
+        self.use_previous = bool(use_previous)
+        #: The session works at the network's size, so nothing is resized twice.
+        self.default_resolution = self.resolution
+        self.reset()
+
+    # -- Backend interface ---------------------------------------------------------------
+
+    def reset(self):
+        self._given = []
+        self._keyframes = []
+        self._previous = None
+        self._channels = 0
+        self._since_keyframe = 0
+        self._cache = None
+
+    def memorize(self, image, probs):
+        probs = np.asarray(probs, np.float32)
+        net = self._net_image(image)
+        key, f16, _, _ = self._encode(net)
+        entry = self._entry(key, f16, probs, net.shape[:2])
+        if probs.shape[0] != self._channels:
+            # a new object layout: earlier values describe other objects, start afresh
+            self._given = []
+            self._keyframes = []
+        self._channels = probs.shape[0]
+        if self._given and self.max_given > 1:
+            # the first mask is the one a person gave: keep it, and the latest corrections
+            self._given = [self._given[0]] + (self._given[1:] + [entry])[1 - self.max_given:]
+        else:
+            self._given = [entry]
+        self._previous = None
+        self._since_keyframe = 0
+        self._cache = None
+
+    def propagate(self, image):
+        import torch
+        from torch.nn import functional as F
+
+        from vos_ros.core.models.memory_net import aggregate
+
+        if not self._given:
+            raise RuntimeError('memory backend asked to propagate before any mask was memorised')
+        height, width = image.shape[:2]
+        net = self._net_image(image)
+        if self._channels < 2:
+            return np.ones((1, height, width), np.float32)
+        key, f16, f8, f4 = self._encode(net)
+        keys, values = self._memory()
+        module = self.model.module
+        with torch.inference_mode():
+            readout = module.read_memory(key, keys, values, self.top_k)
+            logits = module.segment(readout, f16, f8, f4)
+            logits = F.interpolate(logits.float(), size=net.shape[:2], mode='bilinear',
+                                   align_corners=False)
+            probs = torch.softmax(aggregate(logits), dim=1)[0]
+        probs_np = probs.cpu().numpy()
+        self._update_memory(key, f16, probs_np)
+        if probs_np.shape[1:] != (height, width):
+            from vos_ros.core.session import resize_probs
+            probs_np = resize_probs(probs_np, width, height)
+        return probs_np
+
+    def describe(self):
+        return {'backend': self.name, 'model': self.model.path, 'device': self.model.device,
+                'dtype': str(self.model.dtype).replace('torch.', ''),
+                'resolution': self.resolution, 'top_k': self.top_k,
+                'memory_frames': self.max_given + self.max_keyframes + int(self.use_previous),
+                'version': self.model.meta.get('version')}
+
+    @property
+    def memory_frames(self):
+        """Number of frames in memory now (bounded by max_given + max_keyframes + 1)."""
+        return len(self._given) + len(self._keyframes) + int(self._previous is not None)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _net_image(self, image):
+        """Resize an image to the network's input size (``resolution``, size multiple)."""
+        height, width = image.shape[:2]
+        scale = 1.0
+        if self.resolution > 0:
+            scale = min(1.0, self.resolution / min(width, height))
+        multiple = self.multiple
+        net_w = max(multiple, int(round(width * scale / multiple)) * multiple)
+        net_h = max(multiple, int(round(height * scale / multiple)) * multiple)
+        if (net_w, net_h) == (width, height):
+            return image
+        interpolation = cv2.INTER_AREA if net_w < width else cv2.INTER_LINEAR
+        return cv2.resize(image, (net_w, net_h), interpolation=interpolation)
+
+    def _encode(self, net_image):
+        import torch
+
+        with torch.inference_mode():
+            return self.model.module.encode_key(self.model.normalize(net_image))
+
+    def _entry(self, key, f16, probs, size):
+        """Encode a memory entry (key, values) for a frame and its (K + 1, h, w) probs."""
+        import torch
+
+        from vos_ros.core.session import resize_probs
+
+        height, width = size
+        if probs.shape[1:] != (height, width):
+            probs = resize_probs(probs, width, height)
+        masks = torch.from_numpy(np.ascontiguousarray(probs[1:]))[None]
+        masks = masks.to(self.model.device, self.model.dtype)
+        with torch.inference_mode():
+            value = self.model.module.encode_value(f16, masks)
+        return {'key': key.flatten(2), 'value': value.flatten(3)}
+
+    def _update_memory(self, key, f16, probs):
+        self._since_keyframe += 1
+        keyframe = self.max_keyframes > 0 and self._since_keyframe >= self.memory_every
+        confident = keyframe and float(probs.max(axis=0).mean()) >= self.keyframe_confidence
+        if not (self.use_previous or confident):
+            return
+        entry = self._entry(key, f16, probs, probs.shape[1:])
+        if confident:
+            self._keyframes = (self._keyframes + [entry])[-self.max_keyframes:]
+            self._since_keyframe = 0
+        if self.use_previous:
+            # a frame that became a keyframe is in memory already
+            self._previous = None if confident else entry
+        self._cache = None
+
+    def _memory(self):
+        """Concatenated memory keys [1,Ck,N] and values [1,K,Cv,N] (cached until it changes)."""
+        import torch
+
+        if self._cache is None:
+            entries = self._given + self._keyframes
+            if self._previous is not None:
+                entries = entries + [self._previous]
+            self._cache = (torch.cat([e['key'] for e in entries], dim=2),
+                           torch.cat([e['value'] for e in entries], dim=3))
+        return self._cache
