@@ -168,3 +168,109 @@ def test_overlay_keeps_background_and_colours_objects():
     np.testing.assert_array_equal(blended[10, 10], expected)
     outlined = overlay(image, labels, alpha=0.5, contour=True)
     assert (outlined == 255).all(axis=2).any()
+
+
+# -- label maps whose values are not clean object ids (issue 17) ------------------------------
+
+
+def _disc_masks(shape=(120, 160), discs=((1, (60, 60), 30), (2, (105, 70), 25))):
+    """(clean ids, RGB drawn in palette colours with anti-aliased edges)."""
+    import cv2
+
+    clean = np.zeros(shape, np.uint8)
+    rgb = np.zeros(shape + (3,), np.uint8)
+    for object_id, centre, radius in discs:
+        cv2.circle(clean, centre, radius, object_id, -1)
+        colour = tuple(int(v) for v in DAVIS_PALETTE[object_id])
+        cv2.circle(rgb, centre, radius, colour, -1, cv2.LINE_AA)
+    return clean, rgb
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+@pytest.mark.parametrize('discs', [((1, (60, 60), 30),),
+                                   ((1, (60, 60), 30), (2, (105, 70), 25)),
+                                   ((3, (40, 40), 20), (7, (110, 80), 30))])
+def test_anti_aliased_palette_rgb_snaps_to_the_drawn_objects(tmp_path, discs):
+    clean, rgb = _disc_masks(discs=discs)
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 10  # many edge colours
+    path = tmp_path / 'aa.png'
+    Image.fromarray(rgb).save(path)
+    lines = []
+    labels = read_labels(path, log=lines.append)
+    assert object_ids(labels) == [d[0] for d in discs]
+    for object_id, _, _ in discs:
+        # LINE_AA discs are drawn a little wider than filled ones: not a reader error.
+        assert _iou(labels == object_id, clean == object_id) > 0.9
+    assert len(lines) == 1 and 'aa.png' in lines[0] and 'nearest object colour' in lines[0]
+
+
+@pytest.mark.parametrize('how', ['bilinear_up', 'bilinear_down', 'area', 'blur'])
+def test_soft_edged_0_255_mask_is_one_object(tmp_path, how):
+    import cv2
+
+    mask = np.zeros((90, 120), np.uint8)
+    cv2.circle(mask, (60, 45), 28, 255, -1)
+    if how == 'bilinear_up':
+        soft = cv2.resize(mask, (300, 225), interpolation=cv2.INTER_LINEAR)
+    elif how == 'bilinear_down':
+        soft = cv2.resize(mask, (77, 58), interpolation=cv2.INTER_LINEAR)
+    elif how == 'area':
+        soft = cv2.resize(mask, (50, 37), interpolation=cv2.INTER_AREA)
+    else:
+        soft = cv2.GaussianBlur(mask, (9, 9), 3)
+    assert len(np.unique(soft)) > 5
+    path = tmp_path / 'soft.png'
+    Image.fromarray(soft, mode='L').save(path)
+    lines = []
+    labels = read_labels(path, log=lines.append)
+    assert object_ids(labels) == [1]
+    np.testing.assert_array_equal(labels, (soft >= 128).astype(np.uint8))
+    assert len(lines) == 1 and 'threshold 128' in lines[0]
+
+
+def test_stray_palette_indices_take_the_neighbouring_label():
+    labels = np.zeros((60, 60), np.uint8)
+    labels[10:40, 10:40] = 2
+    dirty = labels.copy()
+    dirty[9, 10:40] = 8     # a one-pixel seam of another index, as paint programs leave
+    dirty[40, 12:20] = 17
+    lines = []
+    snapped = labels_from_array(dirty, 'p.png', log=lines.append)
+    assert object_ids(snapped) == [2]
+    assert (snapped != labels).sum() <= 38
+    assert len(lines) == 1 and 'p.png' in lines[0]
+
+
+def test_clean_maps_are_unchanged_and_silent(caplog):
+    clean, _ = _disc_masks()
+    with caplog.at_level('WARNING'):
+        np.testing.assert_array_equal(labels_from_array(clean), clean)
+        np.testing.assert_array_equal(labels_from_array(DAVIS_PALETTE[clean]), clean)
+    assert not caplog.records
+
+
+def test_default_log_is_one_warning(caplog):
+    _, rgb = _disc_masks()
+    with caplog.at_level('WARNING', logger='vos_ros.core.labels'):
+        labels_from_array(rgb, 'x.png')
+    assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith('x.png: ')
+
+
+def test_jpeg_compressed_colour_mask_keeps_only_the_object():
+    import cv2
+
+    clean, rgb = _disc_masks(shape=(240, 320), discs=((1, (160, 120), 60),))
+    ok, data = cv2.imencode('.jpg', rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]
+    labels = labels_from_array(decoded, log=lambda line: None)
+    assert object_ids(labels) == [1]
+    assert _iou(labels == 1, clean == 1) > 0.95
+
+
+def test_directory_is_named_as_such(tmp_path):
+    with pytest.raises(DataError, match='is a directory'):
+        read_labels(tmp_path)

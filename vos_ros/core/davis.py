@@ -61,9 +61,9 @@ class Sequence:
         """Read frame ``index`` as RGB."""
         return read_image(self.frame_paths[index])
 
-    def read_mask(self, index):
-        """Read the label map of frame ``index``."""
-        return read_labels(self.mask_path(index))
+    def read_mask(self, index, log=None):
+        """Read the label map of frame ``index`` (``log``: see ``labels.read_labels``)."""
+        return read_labels(self.mask_path(index), log=log)
 
     def frames(self):
         """Yield the frames in order (RGB)."""

@@ -94,13 +94,17 @@ def raw_to_rgb(msg):
     return array_to_rgb(raw_to_array(msg), msg.encoding)
 
 
-def raw_to_labels(msg):
-    """Read a label map (mono8/8UC1 ids or 0/255, or a palette-colour mask)."""
+def raw_to_labels(msg, log=None):
+    """Read a label map (mono8/8UC1 ids or 0/255, or a palette-colour mask).
+
+    Seams that are not objects are snapped as :func:`vos_ros.core.labels.labels_from_array`
+    does; ``log`` receives its one line.
+    """
     array = raw_to_array(msg)
     if msg.encoding.startswith('bgr'):
         array = array[:, :, 2::-1]
     try:
-        return labels_from_array(np.ascontiguousarray(array))
+        return labels_from_array(np.ascontiguousarray(array), 'label map message', log)
     except ValueError as error:
         raise ImageDecodeError(f'bad label map: {error}') from error
 

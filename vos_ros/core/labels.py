@@ -5,12 +5,15 @@ Contract: 0 is background, 1..N are objects. A grayscale mask holding only 0 and
 (grayscale+alpha, RGBA) are ignored. Masks we write are palette PNGs with the DAVIS palette.
 """
 
+import logging
 import os
 
 import numpy as np
 from PIL import Image
 
 from vos_ros.core.errors import DataError
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def _davis_palette():
@@ -31,18 +34,20 @@ def _davis_palette():
 DAVIS_PALETTE = _davis_palette()
 
 
-def labels_from_array(array):
+def labels_from_array(array, source='', log=None):
     """Convert a decoded mask array to a uint8 label map following the label contract.
 
     ``array`` is H×W (gray or palette indices), H×W×2 (gray+alpha) or H×W×3/4 (colour).
+    Values that are not objects (the seams anti-aliasing, resizing or blurring leave) are
+    snapped to the objects around them (see :func:`snap_labels`); what changed is reported in
+    one line through ``log`` (default: this module's logger, level warning), prefixed with
+    ``source`` when given.
     """
     array = np.asarray(array)
     if array.ndim == 3:
         if array.shape[2] in (1, 2):
             array = array[:, :, 0]
-        elif array.shape[2] in (3, 4):
-            array = _labels_from_colour(array[:, :, :3])
-        else:
+        elif array.shape[2] not in (3, 4):
             raise ValueError(f'mask has {array.shape[2]} channels; expected 1 to 4')
     elif array.ndim != 2:
         raise ValueError(f'mask must be 2-D or 3-D, got shape {array.shape}')
@@ -50,43 +55,173 @@ def labels_from_array(array):
         if array.size and (array.min() < 0 or array.max() > 255):
             raise ValueError('mask values must lie in 0..255 (object ids 1..255)')
         array = array.astype(np.uint8)
-    values = np.unique(array)
-    if values.size and values.max() == 255 and set(values.tolist()) <= {0, 255}:
-        return (array == 255).astype(np.uint8)
-    return np.ascontiguousarray(array)
+    if array.ndim == 3:
+        rgb = array[:, :, :3]
+        if np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) \
+                and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]):
+            array = rgb[:, :, 0]
+    labels, note = snap_labels(array)
+    if note:
+        (log or _LOGGER.warning)(f'{source}: {note}' if source else note)
+    return labels
 
 
-def _labels_from_colour(rgb):
-    """Map a colour mask to ids: gray if channels agree, else by DAVIS palette colours.
+#: A value is an object (or background) only where it fills a region: at least this many of
+#: its pixels have all 8 neighbours of the same value. Seams of anti-aliasing and resizing
+#: are 1-2 pixel bands of changing values and never do; a 4x4 object still does.
+MIN_INTERIOR_PIXELS = 4
+#: Values that fill no region are snapped only while they cover at most this fraction of the
+#: image; beyond it the array is not a label map with seams (noise, a photo) and is kept.
+MAX_SEAM_FRACTION = 0.25
+#: More distinct colours than this: a photo, not a label map (refused).
+MAX_COLOURS = 16384
+#: A colour within this distance (max over channels) of a DAVIS palette colour takes its id.
+PALETTE_TOLERANCE = 8
 
-    Colours outside the palette take the lowest ids not already used by palette colours.
+
+def _interior_counts(codes, count):
+    """Per value code: how many pixels have all 8 neighbours of the same code."""
+    import cv2
+
+    image = codes.astype(np.float32)  # exact for codes < 2**24
+    kernel = np.ones((3, 3), np.uint8)
+    interior = cv2.erode(image, kernel) == cv2.dilate(image, kernel)
+    return np.bincount(codes[interior], minlength=count)
+
+
+def snap_labels(array):
+    """Map a mask to the objects a person meant; return ``(labels, note)``.
+
+    ``array`` is H×W uint8 (ids, palette indices or gray levels) or H×W×3 uint8 RGB. The rule:
+
+    * A value (colour) is an object, or the background, when it fills a region (at least
+      ``MIN_INTERIOR_PIXELS`` pixels with all 8 neighbours alike). Other values are seams:
+    * gray whose regions are only 0 and 255 (a 0/255 mask with soft edges): threshold 128,
+      object 1;
+    * colour: each seam pixel takes the nearest region colour (RGB distance); region colours
+      within ``PALETTE_TOLERANCE`` of a DAVIS palette colour take its index, others the lowest
+      free ids; black is the background;
+    * ids or palette indices: each seam pixel takes the label of the nearest region pixel.
+
+    Nothing is snapped when seams cover more than ``MAX_SEAM_FRACTION`` of the image, or when
+    snapping would leave no object. ``note`` is '' when nothing changed, else one line.
     """
-    if np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]):
-        return rgb[:, :, 0]
-    colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    array = np.asarray(array, dtype=np.uint8)
+    if array.ndim == 3:
+        return _snap_colour(array[:, :, :3])
+    values, inverse = np.unique(array, return_inverse=True)
+    codes = inverse.reshape(array.shape)
+    if values.size and values.max() == 255 and set(values.tolist()) <= {0, 255}:
+        return (array == 255).astype(np.uint8), ''
+    regions = _interior_counts(codes, len(values)) >= MIN_INTERIOR_PIXELS
+    seam = ~regions[codes]
+    seam_count = int(seam.sum())
+    if not seam_count:
+        return np.ascontiguousarray(array), ''
+    region_values = set(values[regions].tolist())
+    seam_values = int((~regions).sum())
+    if region_values == {0, 255} or (region_values <= {0, 255} and values.max() >= 128
+                                     and seam_count <= MAX_SEAM_FRACTION * array.size):
+        labels = (array >= 128).astype(np.uint8)
+        return labels, (f'read as a 0/255 mask with soft edges: threshold 128 set '
+                        f'{seam_count} edge pixels of {seam_values} gray levels; object 1')
+    if seam_count > MAX_SEAM_FRACTION * array.size or not (region_values - {0}):
+        return np.ascontiguousarray(array), ''
+    labels = _fill_from_nearest(array, seam)
+    if not labels.any():
+        return np.ascontiguousarray(array), ''
+    return labels, (f'{seam_count} pixels of {seam_values} values that fill no region '
+                    f'(seams from anti-aliasing or resizing) took the nearest label; objects '
+                    f'{", ".join(str(i) for i in object_ids(labels))}')
+
+
+def _fill_from_nearest(array, unknown):
+    """Give every ``unknown`` pixel the value of the nearest known pixel."""
+    import cv2
+
+    known = (~unknown).astype(np.uint8)
+    # Every known pixel is its own zero-pixel label: the label names the nearest one.
+    _, nearest = cv2.distanceTransformWithLabels(known, cv2.DIST_L2, 3,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    rows, cols = np.nonzero(known)
+    source = array[rows, cols]  # label k (1-based) is the k-th known pixel in raster order
+    labels = array.copy()
+    labels[unknown] = source[nearest[unknown] - 1]
+    return labels
+
+
+def _snap_colour(rgb):
+    """Colour masks: region colours become ids, seam pixels the nearest region colour."""
+    flat = rgb.reshape(-1, 3).astype(np.int32)
+    keys = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    unique_keys, inverse = np.unique(keys, return_inverse=True)
+    colours = np.stack([(unique_keys >> 16) & 255, (unique_keys >> 8) & 255,
+                        unique_keys & 255], axis=1)
+    codes = inverse.reshape(rgb.shape[:2])
+    interior = _interior_counts(codes, len(colours))
+    regions = interior >= MIN_INTERIOR_PIXELS
+    seam_count = int((~regions[codes]).sum())
+    if len(colours) > MAX_COLOURS or regions.sum() > 255:
+        # A photo, not a label map: more colours than object ids exist.
+        raise ValueError(f'colour mask has {len(colours)} distinct colours; a label map holds '
+                         'at most 255 objects')
+    if seam_count and regions.any() and seam_count <= MAX_SEAM_FRACTION * codes.size:
+        # Region colours closer than PALETTE_TOLERANCE to a larger one are one colour (JPEG
+        # noise); then each colour goes to the nearest region colour (black included).
+        targets = []
+        candidates = np.nonzero(regions)[0]
+        for index in candidates[np.argsort(-interior[candidates], kind='stable')]:
+            if all(np.abs(colours[t] - colours[index]).max() > PALETTE_TOLERANCE
+                   for t in targets):
+                targets.append(index)
+        targets = np.array(sorted(targets))
+        distance = ((colours[:, None, :] - colours[None, targets, :]) ** 2).sum(axis=2)
+        mapping = targets[np.argmin(distance, axis=1)]
+        snapped = mapping[codes]
+        labels = _colour_ids(colours, targets)[snapped].astype(np.uint8)
+        if labels.any():  # snapping must not take every object away
+            changed = int((snapped != codes).sum())
+            return labels, (f'{changed} edge pixels of {int((~regions).sum())} colours that '
+                            'fill no region (anti-aliasing, resizing or compression) took the '
+                            'nearest object colour; objects '
+                            f'{", ".join(str(i) for i in object_ids(labels))}')
+    ids = _colour_ids(colours, np.arange(len(colours)))
+    return ids[codes].astype(np.uint8), ''
+
+
+def _colour_ids(colours, used):
+    """Ids of the ``used`` colours: their DAVIS palette index, else the lowest free ids."""
     ids = np.zeros(len(colours), dtype=np.int64)
     unmatched = []
-    for index, colour in enumerate(colours):
+    for index in used:
+        colour = colours[index]
         if not colour.any():
             continue
-        match = np.nonzero((DAVIS_PALETTE[1:] == colour).all(axis=1))[0]
-        if match.size:
-            ids[index] = match[0] + 1
+        difference = np.abs(DAVIS_PALETTE[1:].astype(np.int32) - colour).max(axis=1)
+        nearest = int(np.argmin(difference))
+        if difference[nearest] <= PALETTE_TOLERANCE:
+            ids[index] = nearest + 1
         else:
             unmatched.append(index)
-    free_ids = [value for value in range(1, 256) if value not in set(ids.tolist())]
+    taken = set(ids.tolist())
+    free_ids = [value for value in range(1, 256) if value not in taken]
     if len(unmatched) > len(free_ids):
         # A photo, not a label map: more colours than object ids exist.
         raise ValueError(f'colour mask has {len(colours)} distinct colours; a label map holds '
                          'at most 255 objects')
     for index, free_id in zip(unmatched, free_ids):
         ids[index] = free_id
-    return ids[inverse.reshape(-1)].reshape(rgb.shape[:2]).astype(np.uint8)
+    return ids
 
 
-def read_labels(path):
-    """Read a mask file as a uint8 label map; DataError names the file on failure."""
+def read_labels(path, log=None):
+    """Read a mask file as a uint8 label map; DataError names the file on failure.
+
+    ``log`` receives the one line saying what was snapped (see :func:`labels_from_array`).
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f'{path} is a directory, not a mask file (give a PNG inside it)')
     if not os.path.isfile(path):
         raise DataError(f'mask file not found: {path}')
     try:
@@ -102,7 +237,7 @@ def read_labels(path):
     except (OSError, ValueError) as error:
         raise DataError(f'cannot read mask {path}: {error}') from error
     try:
-        return labels_from_array(array)
+        return labels_from_array(array, source=path, log=log)
     except ValueError as error:
         raise DataError(f'bad mask {path}: {error}') from error
 

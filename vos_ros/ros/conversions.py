@@ -100,11 +100,14 @@ def labels_to_msg(labels, header=None):
     return array_to_image_msg(np.asarray(labels, dtype=np.uint8), 'mono8', header)
 
 
-def msg_to_labels(msg):
-    """Read a label map from an Image message (mono8/8UC1 ids or 0/255, or a colour mask)."""
+def msg_to_labels(msg, log=None):
+    """Read a label map from an Image message (mono8/8UC1 ids or 0/255, or a colour mask).
+
+    ``log`` receives the one line saying which seam pixels were snapped, if any.
+    """
     if isinstance(msg, CompressedImage):
         raise ConversionError('label maps must be sensor_msgs/Image, not CompressedImage')
-    return image_codec.raw_to_labels(msg)
+    return image_codec.raw_to_labels(msg, log)
 
 
 def rgb_to_compressed_msg(rgb, image_format='jpeg', header=None, quality=90):
