@@ -184,3 +184,64 @@ def test_sequence_agrees_with_vos_benchmark_video(tmp_path):
     for row, object_id in enumerate(summary['object_ids']):
         assert summary['J_objects'][row] * 100 == pytest.approx(ref_iou[object_id], abs=1e-6)
         assert summary['F_objects'][row] * 100 == pytest.approx(ref_f[object_id], abs=1e-6)
+
+
+# -- the one scoring rule of every tool (issue 17) --------------------------------------------
+
+
+def _late_object_video(count=8, enters=4):
+    """A disc throughout, a square entering at frame ``enters``; predictions track the disc."""
+    truth, preds = [], []
+    for index in range(count):
+        labels = np.zeros((60, 80), np.uint8)
+        cv2.circle(labels, (20 + 2 * index, 30), 10, 1, -1)
+        if index >= enters:
+            labels[10:30, 50:70] = 2
+        truth.append(labels)
+        preds.append(np.where(labels == 1, 1, 0).astype(np.uint8))
+    return truth, preds
+
+
+def test_evaluate_video_scores_the_annotated_objects_only():
+    from vos_ros.core.metrics import evaluate_video
+
+    truth, preds = _late_object_video()
+    summary = evaluate_video(truth, preds, truth[0])
+    assert summary['object_ids'] == [1]
+    assert summary['unscored_objects'] == [2]
+    assert summary['JF'] == pytest.approx(1.0)
+    assert summary['frames'] == list(range(1, 7))  # first and last frame excluded
+    # The old default (every id of any ground-truth frame) is what made the tools disagree.
+    assert evaluate_sequence(truth, preds)['JF'] < 0.8
+
+
+def test_evaluate_video_skips_unknown_and_missing_frames():
+    from vos_ros.core.metrics import evaluate_video
+
+    truth, preds = _late_object_video()
+    sparse = [t if i % 2 == 0 else None for i, t in enumerate(truth)]
+    assert evaluate_video(sparse, preds, truth[0])['frames'] == [2, 4, 6]
+    preds[3] = np.zeros_like(preds[3])
+    assert evaluate_video(truth, preds, truth[0])['JF'] < 1.0
+    summary = evaluate_video(truth, preds, truth[0], skip=[3])
+    assert summary['frames'] == [1, 2, 4, 5, 6] and summary['JF'] == pytest.approx(1.0)
+    assert evaluate_video([truth[0], None, None], preds[:3], truth[0]) is None
+
+
+def test_gap_in_first_frame_ids_has_no_phantom_object():
+    """Ids {1, 3}: we score two objects; davis2017-evaluation would score a phantom 2."""
+    from vos_ros.core.metrics import evaluate_video
+    from vos_ros.core.metrics import scored_object_ids
+
+    truth, preds = _late_object_video(enters=99)
+    truth = [np.where(t == 1, 3, 0).astype(np.uint8) for t in truth]
+    for labels in truth:
+        labels[50:58, 70:78] = 1
+    preds = [t.copy() for t in truth]
+    preds[2][50:58, 70:78] = 0
+    assert scored_object_ids(truth[0]) == [1, 3]
+    summary = evaluate_video(truth, preds, truth[0])
+    assert summary['object_ids'] == [1, 3]
+    # A phantom object 2 (empty everywhere, J = F = 1) would lift the mean.
+    phantom = evaluate_sequence(truth, preds, object_ids=[1, 2, 3])
+    assert phantom['JF'] > summary['JF']

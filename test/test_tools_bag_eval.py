@@ -89,6 +89,91 @@ def test_matcher_repeated_and_out_of_order_stamps():
     assert matcher.answers[3][0, 0] == 2
 
 
+def _replay_repeated_stamps(reply_times):
+    """40 images, 10/11 and 20/21/22 sharing stamps, published at t = index; ``reply_times``
+    maps an image index to the time the node's reply (with that image's stamp) arrives."""
+    plan = bag_eval.BagPlan()
+    plan.stamps = list(range(40))
+    plan.stamps[11] = 10
+    plan.stamps[21] = plan.stamps[22] = 20
+    matcher = bag_eval.Matcher(plan)
+    events = [(float(i), 'publish', i) for i in range(40)]
+    events += [(when, 'reply', i) for i, when in reply_times.items()]
+    for when, kind, index in sorted(events):
+        if kind == 'publish':
+            matcher.published(index, when)
+        else:
+            matcher.reply(plan.stamps[index], np.full((2, 2), index, np.uint8), when)
+    return plan, matcher
+
+
+def test_repeated_stamps_answered_late_are_ambiguous_not_misfiled():
+    # The node dropped 10 and 20, 21 (keep-latest) and answered 11 and 22 after they arrived.
+    answered = [i for i in range(40) if i not in (10, 20, 21)]
+    plan, matcher = _replay_repeated_stamps({i: i + 0.5 for i in answered})
+    assert matcher.resolve() == [10, 11, 20, 21, 22]
+    assert matcher.ambiguous_replies == 2
+    assert not {10, 11, 20, 21, 22} & set(matcher.answers)
+    # Every certain pair holds the reply of its own image.
+    assert all(labels[0, 0] == index for index, labels in matcher.answers.items())
+    assert matcher.answered == 35
+
+
+def test_repeated_stamps_answered_in_time_pair_with_their_own_frame():
+    # Each reply arrives before the next image is published (lock-step): no doubt at all.
+    plan, matcher = _replay_repeated_stamps({i: i + 0.5 for i in range(40)})
+    assert matcher.resolve() == [] and matcher.ambiguous_replies == 0
+    assert matcher.answered == 40
+    assert all(labels[0, 0] == index for index, labels in matcher.answers.items())
+    # Two replies for three images of one stamp, each after the next image was published:
+    # (20, 21), (20, 22) and (21, 22) all fit, so neither reply is certain.
+    answered = [i for i in range(40) if i != 20]
+    plan, matcher = _replay_repeated_stamps({i: i + 0.5 for i in answered})
+    assert matcher.resolve() == [20, 21, 22] and matcher.ambiguous_replies == 2
+    assert matcher.answers[19][0, 0] == 19 and matcher.answers[23][0, 0] == 23
+
+
+def test_ambiguous_frames_are_left_out_of_the_score():
+    plan, matcher = _replay_repeated_stamps(
+        {i: i + 0.5 for i in range(40) if i not in (10, 20, 21)})
+    skip = matcher.resolve()
+    truth = []
+    for index in range(40):
+        labels = np.zeros((8, 8), np.uint8)
+        labels[2:6, 2:6] = 1
+        truth.append(labels)
+    plan.ground_truth = truth
+    preds = [truth[i] if i in matcher.answers else np.zeros((8, 8), np.uint8)
+             for i in range(40)]
+    # Scored as empty masks, the ambiguous frames would count as misses; they are left out.
+    assert bag_eval.score(plan, preds)['JF'] < 0.99
+    summary = bag_eval.score(plan, preds, skip=skip)
+    assert summary['JF'] == pytest.approx(1.0)
+    assert summary['frames'] == [i for i in range(1, 39) if i not in skip]
+
+
+def test_bag_and_folder_scores_follow_one_rule(tmp_path):
+    """The same sequence (palette RGB anti-aliased masks, an object entering at frame 4)
+    scored by vos_eval and by vos_bag_eval's scoring of a vos_make_bag bag agree."""
+    import label_cases
+    from vos_ros.tools import evaluate
+    from vos_ros.tools import make_bag
+
+    frames, labels = label_cases.make_sequence(late_square_at=4)
+    image_dir, _ = label_cases.write_sequence(tmp_path / 'data', 'seq', frames, labels,
+                                              'rgb_aa')
+    results, _ = evaluate.evaluate_dataset(tmp_path / 'data', tmp_path / 'eval',
+                                           backend='flow', progress=False)
+    assert make_bag.main([image_dir, str(tmp_path / 'bag'), '--quiet']) == 0
+    plan = bag_eval.scan_bag(str(tmp_path / 'bag'), progress=False)
+    assert set(np.unique(plan.ground_truth[5]).tolist()) == {0, 1, 2}
+    preds = [read_labels(tmp_path / 'eval' / 'seq' / f'{i:05d}.png') for i in range(len(plan))]
+    summary = bag_eval.score(plan, preds)
+    assert summary['object_ids'] == [1] and summary['unscored_objects'] == [2]
+    assert 100.0 * summary['JF'] == pytest.approx(results[0].scores['JF'], abs=1e-6)
+    assert results[0].scores['JF'] > 75
+
+
 def test_ground_truth_paired_by_stamp_then_bag_time_then_order():
     plan = bag_eval.BagPlan()
     plan.stamps = [5, 6, 7]

@@ -276,3 +276,39 @@ def test_model_and_device_passed_only_when_given(monkeypatch, tmp_path):
     assert calls == [(None, {}),
                      ('embedding', {'model_path': str(model), 'device': 'cpu'}),
                      ('embedding', {'device': 'cuda:1'})]
+
+
+# -- label files as people have them; objects entering later (issue 17) -----------------------
+
+
+@pytest.fixture(scope='module')
+def messy_dataset(tmp_path_factory):
+    import label_cases
+
+    root = tmp_path_factory.mktemp('messy')
+    # A 0/255 file holds one object: its sequences have no late square.
+    for name, kind, late in (('clean', 'clean', 4), ('rgb_aa', 'rgb_aa', 4),
+                             ('clean_one', 'clean', None),
+                             ('gray_resized', 'gray_resized', None)):
+        frames, labels = label_cases.make_sequence(late_square_at=late)
+        label_cases.write_sequence(root, name, frames, labels, kind)
+    return root
+
+
+def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path, caplog):
+    results, _ = evaluate.evaluate_dataset(messy_dataset, tmp_path / 'out', backend='flow',
+                                           progress=False)
+    by_name = {r.name: r for r in results}
+    for name, clean in (('rgb_aa', 'clean'), ('gray_resized', 'clean_one')):
+        assert by_name[clean].scores['JF'] > 75
+        assert by_name[name].scores['JF'] == pytest.approx(by_name[clean].scores['JF'],
+                                                           abs=3), name
+        assert [o['id'] for o in by_name[name].objects] == [1]
+        for file_name in os.listdir(tmp_path / 'out' / name):
+            assert set(np.unique(read_labels(tmp_path / 'out' / name / file_name))) <= {0, 1}
+    # One line per sequence says what the reader changed, one names the late object.
+    notes = [r.getMessage() for r in caplog.records if 'fill no region' in r.getMessage()
+             or 'threshold 128' in r.getMessage()]
+    assert len(notes) == 2
+    late = [r.getMessage() for r in caplog.records if 'after the first frame' in r.getMessage()]
+    assert len(late) == 2 and all('object(s) 2' in line for line in late)

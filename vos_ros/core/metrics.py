@@ -139,3 +139,52 @@ def evaluate_sequence(gt_labels, pred_labels, object_ids=None):
         summary[name + '_objects'] = rows[:, 0].tolist()
     summary['JF'] = (summary['J'] + summary['F']) / 2.0
     return summary
+
+
+def scored_object_ids(annotation):
+    """Return the ids a video is scored on: the objects of the mask the tracker was given.
+
+    davis2017-evaluation instead counts 1..max id of the first frame, so first-frame ids
+    {1, 3} give it a phantom object 2 (empty in every frame, scoring J = F = 1 wherever the
+    prediction has no 2); objects that enter later without a mask were never given to the
+    tracker, so no tool scores them.
+    """
+    return [int(value) for value in np.unique(np.asarray(annotation)) if value != 0]
+
+
+def evaluate_video(ground_truth, predictions, annotation, skip=()):
+    """Score one video by the package's one rule (vos_eval, vos_bag_eval and vos_demo use it).
+
+    ``ground_truth``: per frame a label map or None (no ground truth); ``predictions``: per
+    frame a label map; ``annotation``: the label map the tracker was given on the first frame.
+
+    * objects: :func:`scored_object_ids` of ``annotation``; ids that appear in the ground
+      truth but not in it (objects entering later) are listed in ``unscored_objects`` and not
+      scored;
+    * frames: those with ground truth, except the video's first and last frame (as
+      davis2017-evaluation) and the indices in ``skip`` (frames whose answer is unknown).
+
+    Returns None when no frame or no object is left, else the dict of
+    :func:`evaluate_sequence` plus ``frames`` (the scored indices) and ``unscored_objects``.
+    """
+    count = len(predictions)
+    if len(ground_truth) != count:
+        raise ValueError(f'{len(ground_truth)} ground-truth entries but {count} predictions')
+    object_ids = scored_object_ids(annotation)
+    skip = set(skip)
+    first, stop = (1, count - 1) if count > 2 else (1, count)
+    frames = [i for i in range(first, stop) if ground_truth[i] is not None and i not in skip]
+    if not frames or not object_ids:
+        return None
+    pad = np.zeros(np.asarray(predictions[frames[0]]).shape, np.uint8)
+    # evaluate_sequence drops its lists' first and last entries (the davis rule): pad both.
+    summary = evaluate_sequence([pad] + [ground_truth[i] for i in frames] + [pad],
+                                [pad] + [predictions[i] for i in frames] + [pad],
+                                object_ids=object_ids)
+    present = set()
+    for labels in ground_truth:
+        if labels is not None:
+            present.update(int(v) for v in np.unique(labels) if v != 0)
+    summary['frames'] = frames
+    summary['unscored_objects'] = sorted(present - set(object_ids))
+    return summary

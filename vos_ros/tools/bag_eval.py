@@ -2,13 +2,16 @@
 
 The bag's images are published with their original headers and (``--speed``-scaled) recorded
 timing, reliable QoS, to the node's input; its ``/segmentation`` replies are matched to the
-images by header stamp (in order, for repeated stamps). Written to ``--out DIR``:
+images by header stamp (repeated stamps: a reply that could answer more than one image is
+left unscored, see ``Matcher``). Written to ``--out DIR``:
 
 * ``masks/00000.png …``: one palette label map per replayed image, in bag order, at image size
   (an image the node never answered gets an empty mask and counts as dropped);
 * ``report.json``: ``frames``, ``answered``, ``dropped``, ``latency_ms`` {p50, p95, max, mean},
-  ``fps`` (answered / replay wall time) and, with ground truth, ``JF``, ``J``, ``F`` in percent
-  (DAVIS rules: first and last scored frame excluded), else those are null;
+  ``fps`` (answered / replay wall time), ``repeated_stamp_frames``, ``ambiguous_replies``,
+  ``unscored_ambiguous_frames`` and, with ground truth, ``JF``, ``J``, ``F`` in percent by
+  ``metrics.evaluate_video`` (as vos_eval: the annotation's objects, ``unscored_objects``
+  entering later; first and last frame excluded), else those are null;
 * ``latency.png``, ``jf_per_frame.png`` (with ground truth) and ``side_by_side.mp4``
   (image | prediction overlay | ground truth).
 
@@ -37,6 +40,7 @@ from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import resize_labels
 from vos_ros.core.labels import write_labels
 from vos_ros.tools import bagio
+from vos_ros.tools.cli import ToolParser
 
 NODE_NAME = 'vos_node'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
@@ -191,7 +195,15 @@ def iter_rgb(path, plan):
 
 
 class Matcher:
-    """Match replies to published images by header stamp (first unanswered one for repeats)."""
+    """Match replies to published images by header stamp.
+
+    A reply answers an image of its stamp published before it arrived; replies of one stamp
+    answer its images in order (the node never goes back to an older frame). When images
+    share a stamp and the node answered only some of them (it keeps only the newest frame),
+    a reply can fit more than one image: :meth:`resolve` keeps the pairs every fitting
+    assignment agrees on and leaves the others ambiguous (unscored, counted in the report).
+    While replaying, :meth:`reply` pairs each reply with the earliest image that fits.
+    """
 
     def __init__(self, plan):
         self.plan = plan
@@ -200,24 +212,68 @@ class Matcher:
         self.latencies = {}                      # index -> seconds
         self.receive_times = {}                  # index -> monotonic receive time
         self.unmatched = 0
-        self._waiting = collections.defaultdict(collections.deque)
+        self.ambiguous_replies = 0
+        self.ambiguous_frames = []               # images a reply may or may not answer
+        self._published = collections.defaultdict(list)   # stamp -> indices, in order
+        self._replies = collections.defaultdict(list)     # stamp -> [(when, labels, index)]
 
     def published(self, index, when):
         """Record that image ``index`` was published at monotonic time ``when``."""
         self.publish_times[index] = when
-        self._waiting[self.plan.stamps[index]].append(index)
+        self._published[self.plan.stamps[index]].append(index)
 
     def reply(self, stamp_ns, labels, when):
-        """Record a reply; return the image index it answers, or None if unmatched."""
-        waiting = self._waiting.get(stamp_ns)
-        if not waiting:
+        """Record a reply; return the image index it answers for now, or None if unmatched."""
+        replies = self._replies[stamp_ns]
+        previous = max((r[2] for r in replies if r[2] is not None), default=-1)
+        index = next((i for i in self._published.get(stamp_ns, ())
+                      if i > previous and self.publish_times[i] <= when), None)
+        replies.append((when, labels, index))
+        if index is None:
             self.unmatched += 1
             return None
-        index = waiting.popleft()
+        self._record(index, labels, when)
+        return index
+
+    def _record(self, index, labels, when):
         self.answers[index] = labels
         self.receive_times[index] = when
         self.latencies[index] = when - self.publish_times[index]
-        return index
+
+    def may_be_answered(self, index):
+        """True if image ``index`` is answered, or a reply that may answer it has arrived."""
+        if index in self.answers:
+            return True
+        published = self.publish_times.get(index)
+        return published is not None and any(
+            when >= published for when, _, _ in self._replies.get(self.plan.stamps[index], ()))
+
+    def resolve(self):
+        """Settle repeated stamps: keep certain pairs, leave ambiguous ones unscored."""
+        ambiguous = set()
+        for stamp, replies in self._replies.items():
+            images = self._published.get(stamp, [])
+            matched = [(when, labels, index) for when, labels, index in replies
+                       if index is not None]
+            if len(images) < 2 or not matched:
+                continue
+            # The latest image each reply can answer, keeping the order of later replies;
+            # it exists because the earliest fits (reply() found them) do.
+            latest = []
+            bound = len(self.plan.stamps)
+            for when, _, _ in reversed(matched):
+                bound = max(i for i in images if i < bound and self.publish_times[i] <= when)
+                latest.append(bound)
+            for (when, labels, earliest), last in zip(matched, reversed(latest)):
+                if last != earliest:
+                    # Any image from its earliest to its latest fit: unknown which.
+                    self.answers.pop(earliest, None)
+                    self.latencies.pop(earliest, None)
+                    self.receive_times.pop(earliest, None)
+                    ambiguous.update(i for i in images if earliest <= i <= last)
+                    self.ambiguous_replies += 1
+        self.ambiguous_frames = sorted(ambiguous - set(self.answers))
+        return self.ambiguous_frames
 
     @property
     def answered(self):
@@ -338,7 +394,7 @@ def run_replay(args, plan, ros, node, annotation, progress=True):
                 last_event = time.monotonic()
             # The node keeps only the newest frame: once the last image is answered, the
             # older unanswered ones were dropped and will never come.
-            if replay.published - 1 in replay.matcher.answers:
+            if replay.matcher.may_be_answered(replay.published - 1):
                 break
             if time.monotonic() - last_event > args.timeout:
                 break
@@ -351,6 +407,7 @@ def run_replay(args, plan, ros, node, annotation, progress=True):
         _drain(ros, replay, keep_raw)
     except KeyboardInterrupt:
         replay.interrupted = True
+    replay.matcher.resolve()
     end = max([start] + list(replay.matcher.receive_times.values()))
     if replay.published and not replay.matcher.receive_times:
         end = time.monotonic()
@@ -380,20 +437,20 @@ def predictions(plan, replay):
     return result
 
 
-def score(plan, preds):
-    """Return (summary dict or None, scored image indices) under DAVIS rules."""
-    from vos_ros.core.metrics import evaluate_sequence
+def score(plan, preds, annotation=None, skip=()):
+    """Score by ``metrics.evaluate_video`` (the rule vos_eval shares); None when unscorable.
 
-    indices = [i for i in range(len(preds)) if plan.ground_truth[i] is not None]
-    gt_ids = set()
-    for index in indices:
-        gt_ids.update(int(v) for v in np.unique(plan.ground_truth[index]) if v)
-    # Only the annotated first frame (or nothing) has ground truth: nothing to score.
-    if len(indices) < 2 or not gt_ids or indices == [0]:
-        return None, []
-    summary = evaluate_sequence([plan.ground_truth[i] for i in indices],
-                                [preds[i] for i in indices])
-    return summary, indices
+    ``annotation``: the label map the node was given (default: the first ground truth); its
+    objects are scored. ``skip``: images whose answer is unknown (ambiguous repeated stamps).
+    Returns the summary (with ``frames``, the scored indices) or None.
+    """
+    from vos_ros.core.metrics import evaluate_video
+
+    if annotation is None:
+        annotation = next((gt for gt in plan.ground_truth if gt is not None), None)
+    if annotation is None or not preds:
+        return None
+    return evaluate_video(plan.ground_truth[:len(preds)], preds, annotation, skip)
 
 
 def _latency_stats(latencies):
@@ -432,7 +489,7 @@ def plot_latency(path, plan, replay):
     plt.close(figure)
 
 
-def plot_jf(path, summary, indices):
+def plot_jf(path, summary):
     """J, F and J&F per scored frame (mean over objects)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -440,7 +497,7 @@ def plot_jf(path, summary, indices):
 
     j_frames = np.asarray(summary['J_frames'])
     f_frames = np.asarray(summary['F_frames'])
-    scored = indices[1:-1] if len(indices) > 2 else indices
+    scored = summary['frames']
     j_mean = j_frames.mean(axis=0) * 100.0
     f_mean = f_frames.mean(axis=0) * 100.0
     figure, axis = plt.subplots(figsize=(8, 3.5), dpi=100)
@@ -492,7 +549,8 @@ def record_bag(path, replay, topic, storage):
     return len(replay.raw_replies)
 
 
-def write_outputs(args, plan, replay, annotation_path, node, domain, progress=True):
+def write_outputs(args, plan, replay, annotation_path, node, domain, progress=True,
+                  annotation=None):
     """Write masks, report.json, plots, video (and the recorded bag); return the report."""
     from tqdm import tqdm
 
@@ -507,9 +565,14 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
     for index, labels in enumerate(tqdm(preds, unit='mask', desc='masks',
                                         disable=not progress)):
         write_labels(os.path.join(mask_dir, f'{index:05d}.png'), labels)
-    summary, indices = score(plan, preds)
+    ambiguous = replay.matcher.ambiguous_frames
+    summary = score(plan, preds, annotation, skip=ambiguous)
+    scored = summary['frames'] if summary else []
     matcher = replay.matcher
     latencies = [matcher.latencies[i] for i in sorted(matcher.latencies)]
+    # An ambiguous reply answered one of its images, which one is unknown.
+    answered = matcher.answered + matcher.ambiguous_replies
+    stamp_counts = collections.Counter(plan.stamps[:replay.published])
     report = {
         'bag': os.path.abspath(plan.path),
         'storage': plan.storage,
@@ -518,9 +581,12 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
         'ignored_topics': plan.ignored_topics,
         'frames_in_bag': len(plan),
         'frames': replay.published,
-        'answered': matcher.answered,
-        'dropped': replay.published - matcher.answered,
+        'answered': answered,
+        'dropped': replay.published - answered,
         'unmatched_replies': matcher.unmatched,
+        'repeated_stamp_frames': sum(n for n in stamp_counts.values() if n > 1),
+        'ambiguous_replies': matcher.ambiguous_replies,
+        'unscored_ambiguous_frames': ambiguous,
         'JF': _percent(summary['JF']) if summary else None,
         'J': _percent(summary['J']) if summary else None,
         'F': _percent(summary['F']) if summary else None,
@@ -529,11 +595,12 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
         'J_decay': _percent(summary['J_decay']) if summary else None,
         'F_decay': _percent(summary['F_decay']) if summary else None,
         'objects': summary['object_ids'] if summary else [],
+        'unscored_objects': summary['unscored_objects'] if summary else [],
         'ground_truth_frames': plan.gt_count,
         'ground_truth_paired_by': plan.gt_matched_by,
-        'scored_frames': max(0, len(indices) - 2) if len(indices) > 2 else len(indices),
+        'scored_frames': len(scored),
         'latency_ms': _latency_stats(latencies),
-        'fps': round(matcher.answered / replay.wall_s, 3) if replay.wall_s > 0 else None,
+        'fps': round(answered / replay.wall_s, 3) if replay.wall_s > 0 else None,
         'replay_wall_s': round(replay.wall_s, 3),
         'replay_cpu_s': round(replay.cpu_s, 3),
         'speed': None if args.lockstep else args.speed,
@@ -547,13 +614,13 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
     }
     if summary is None and plan.gt_count:
         report['note'] = 'ground truth only on the annotated first frame: timing only'
-    elif summary is not None and len(indices) < replay.published:
-        report['note'] = (f'ground truth on {len(indices)} of {replay.published} frames: '
-                          'scored on those (first and last of them excluded)')
+    elif summary is not None and plan.gt_count < replay.published:
+        report['note'] = (f'ground truth on {plan.gt_count} of {replay.published} frames: '
+                          'scored on those (the first and last frame excluded)')
     if replay.published:
         plot_latency(os.path.join(out, 'latency.png'), plan, replay)
     if summary is not None:
-        plot_jf(os.path.join(out, 'jf_per_frame.png'), summary, indices)
+        plot_jf(os.path.join(out, 'jf_per_frame.png'), summary)
     if replay.published and not args.no_video:
         span = (plan.log_times[-1] - plan.log_times[0]) / 1e9
         fps = (len(plan) - 1) / span if span > 0 and len(plan) > 1 else 10.0
@@ -573,7 +640,7 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
 
 def build_parser():
     """Return the argument parser of vos_bag_eval."""
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='vos_bag_eval', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog='Example: vos_bag_eval blackswan_bag --out out/blackswan '
@@ -656,6 +723,13 @@ def print_summary(report, out):
     if report['unmatched_replies']:
         print(f'warning: {report["unmatched_replies"]} replies matched no published image '
               'stamp (does the node copy the input header?)', file=sys.stderr)
+    if report['ambiguous_replies']:
+        print(f'warning: {report["repeated_stamp_frames"]} images share header stamps; '
+              f'{report["ambiguous_replies"]} replies could answer more than one of them: '
+              f'frames {report["unscored_ambiguous_frames"]} left unscored', file=sys.stderr)
+    if report['unscored_objects']:
+        print(f'note: object(s) {report["unscored_objects"]} appear only after the first frame: '
+              'not scored (the node is given the first-frame mask only)', file=sys.stderr)
     print(f'wrote {out}/report.json, masks/, latency.png'
           + (', jf_per_frame.png' if report['JF'] is not None else '')
           + (f', {os.path.basename(report["video"])}' if report.get('video') else ''))
@@ -712,7 +786,8 @@ def main(argv=None):
         ros = None
         if node is not None:
             node.stop()
-        report = write_outputs(args, plan, replay, annotation_path, node, domain, progress)
+        report = write_outputs(args, plan, replay, annotation_path, node, domain, progress,
+                               annotation)
     except (VosError, ValueError, OSError) as error:
         print(f'vos_bag_eval: error: {error}', file=sys.stderr)
         return EXIT_ERROR

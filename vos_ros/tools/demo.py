@@ -20,13 +20,14 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
+from vos_ros.tools.cli import ToolParser
 
 DEFAULT_OUT = os.path.join('out', 'demo')
 
 
 def build_parser():
     """Return the argument parser of vos_demo."""
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='vos_demo', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group()
@@ -270,10 +271,12 @@ def main(argv=None):
         'latency_ms_p95': round(float(np.percentile(latency, 95)), 1) if latency.size else None,
         'node_startup_s': round(timings['startup_s'], 1),
     }
+    scores = None
     if clip.ground_truth is not None:
-        from vos_ros.core.metrics import evaluate_sequence
+        from vos_ros.core.metrics import evaluate_video
 
-        scores = evaluate_sequence(clip.ground_truth, filled)
+        scores = evaluate_video(clip.ground_truth, filled, clip.annotation)
+    if scores is not None:
         summary.update({'J': round(100 * scores['J'], 1), 'F': round(100 * scores['F'], 1),
                         'JF': round(100 * scores['JF'], 1)})
     summary['outputs'] = {'annotation': os.path.join(args.out, 'AnnotatedFrame.png'),

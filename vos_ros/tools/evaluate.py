@@ -10,10 +10,11 @@ the ``mean`` row averages over objects across sequences, like the official evalu
 is frames over the wall time of reading the images and segmenting them (writing the masks and
 scoring are not counted); the mean row's fps is total frames over total time.
 
-Only the first frame's mask is given to the session, even where more masks exist. A sequence
-without masks beyond its first frame is still segmented; its score columns are empty and it is
-left out of the mean. When a frame has no mask but others after the first do (sparse ground
-truth), only the annotated frames are scored.
+Only the first frame's mask is given to the session, even where more masks exist. Scoring is
+``vos_ros.core.metrics.evaluate_video``, the rule every tool shares: the objects of the first
+mask are scored (objects entering later are named in a warning, not scored), on the frames with
+ground truth but the first and last. A sequence without masks beyond its first frame is still
+segmented; its score columns are empty and it is left out of the mean.
 
 Also ``OUT/results.png`` (J&F, J and F per sequence, for a look rather than a read) and, with
 ``--video``, ``OUT/<seq>.mp4`` per sequence: image | prediction | ground truth, frame by frame
@@ -47,9 +48,10 @@ from vos_ros.core.labels import object_ids as ids_in
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import write_labels
 from vos_ros.core.metrics import db_statistics
-from vos_ros.core.metrics import evaluate_sequence
+from vos_ros.core.metrics import evaluate_video
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
+from vos_ros.tools.cli import ToolParser
 
 logger = logging.getLogger(__name__)
 
@@ -152,35 +154,26 @@ def check_sequences(dataset, names):
     return sequences
 
 
-def _read_truth(sequence, index, shape):
+def _read_truth(sequence, index, shape, log=None):
     """Read the mask of frame ``index``, checking it has the frame's size."""
-    labels = sequence.read_mask(index)
+    labels = sequence.read_mask(index, log=log)
     if labels.shape != shape:
         raise DataError(f'{sequence.mask_path(index)}: mask size {labels.shape[1]}x'
                         f'{labels.shape[0]} differs from the image size {shape[1]}x{shape[0]}')
     return labels
 
 
-def _score(sequence, predictions, given_ids):
-    """Score one sequence against its masks; None when only the first frame has one."""
-    count = len(sequence)
+def _score(sequence, predictions, annotation, log=None):
+    """Score one sequence by ``metrics.evaluate_video``; ``(None, [], [])`` when unscorable.
+
+    Returns ``(scores, objects, unscored_ids)``.
+    """
     shape = predictions[0].shape
-    annotated = [i for i in range(1, count) if sequence.has_mask(i)]
-    if not annotated:
-        return None, []
-    if len(annotated) == count - 1:
-        gt = [_read_truth(sequence, i, shape) for i in range(count)]
-        pred = predictions
-    else:
-        # Sparse ground truth: evaluate_sequence drops its list's first and last entries, so
-        # bracket the scored frames (annotated, not the sequence's last) with two pads.
-        scored = [i for i in annotated if i < count - 1]
-        if not scored:
-            return None, []
-        pad = np.zeros(shape, np.uint8)
-        gt = [pad] + [_read_truth(sequence, i, shape) for i in scored] + [pad]
-        pred = [pad] + [predictions[i] for i in scored] + [pad]
-    summary = evaluate_sequence(gt, pred, object_ids=given_ids)
+    truth = [_read_truth(sequence, i, shape, log) if i and sequence.has_mask(i) else None
+             for i in range(len(sequence))]
+    summary = evaluate_video(truth, predictions, annotation)
+    if summary is None:
+        return None, [], []
     objects = []
     for row, object_id in enumerate(summary['object_ids']):
         j_mean, j_recall, j_decay = db_statistics(summary['J_frames'][row])
@@ -188,7 +181,22 @@ def _score(sequence, predictions, given_ids):
         objects.append({'id': object_id, 'J': j_mean, 'J_recall': j_recall, 'J_decay': j_decay,
                         'F': f_mean, 'F_recall': f_recall, 'F_decay': f_decay})
     scores = {name: 100.0 * summary[name] for name in SCORE_COLUMNS}
-    return scores, objects
+    return scores, objects, summary['unscored_objects']
+
+
+class _MaskNotes:
+    """Collect the label reader's lines of one sequence, to say them once."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, line):
+        self.lines.append(line)
+
+    def report(self, name):
+        if self.lines:
+            more = f' (and {len(self.lines) - 1} more masks alike)' if len(self.lines) > 1 else ''
+            logger.warning('%s: %s%s', name, self.lines[0], more)
 
 
 def run_sequence(session, sequence, out_dir, progress=None, video=False):
@@ -196,7 +204,8 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
 
     ``video``: also write ``out_dir/<seq>.mp4`` (image | prediction | ground truth).
     """
-    first_mask = sequence.read_mask(0)
+    notes = _MaskNotes()
+    first_mask = sequence.read_mask(0, log=notes)
     given_ids = ids_in(first_mask)
     if not given_ids:
         raise DataError(f'first-frame mask {sequence.mask_path(0)} holds no object '
@@ -234,7 +243,12 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
     finally:
         if writer is not None:
             writer.close()
-    scores, objects = _score(sequence, predictions, given_ids)
+    scores, objects, unscored = _score(sequence, predictions, first_mask, notes)
+    notes.report(sequence.name)
+    if unscored:
+        logger.warning('%s: object(s) %s appear only after the first frame: not scored '
+                       '(the tracker is given the first-frame mask only)', sequence.name,
+                       ', '.join(str(i) for i in unscored))
     return SequenceResult(name=sequence.name, frames=len(predictions), seconds=seconds,
                           scores=scores, objects=objects)
 
@@ -247,7 +261,9 @@ def _video_frame(sequence, index, image, labels):
     """One ``--video`` frame: image | prediction overlay | ground-truth overlay (or blank)."""
     from vos_ros.core.video import side_by_side
 
-    truth = _read_truth(sequence, index, labels.shape) if sequence.has_mask(index) else None
+    # Read again for the picture only: the reader's note was already said once.
+    truth = (_read_truth(sequence, index, labels.shape, log=lambda line: None)
+             if sequence.has_mask(index) else None)
     return side_by_side(
         [image, overlay(image, labels),
          overlay(image, truth) if truth is not None else np.zeros_like(image)],
@@ -334,7 +350,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='vos_eval', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('dataset', metavar='DATASET_ROOT',

@@ -1,0 +1,65 @@
+"""What every console tool's command line shares: finite numbers and one-line errors.
+
+``ToolParser`` is ``argparse.ArgumentParser`` with three differences:
+
+* ``type=float`` arguments refuse ``inf``, ``nan`` and numbers that overflow to them
+  (``1e400``): a tool would otherwise sleep forever, loop forever or fail with a traceback;
+* an error is one line naming the argument (``prog: error: argument --speed: ...``), not the
+  usage block, and exits with code 2;
+* a comma-separated list of numbers that starts with a minus (``--box -20,10,90,90``) is a
+  value, not an unknown option, as users type it.
+"""
+
+import argparse
+import math
+import re
+import sys
+
+#: A token like -20,10,90,90 or -inf,3: a number list, which argparse would take for an option.
+_NEGATIVE_LIST = re.compile(r'^-(?:[\d.]|inf|nan)[^,\s]*(?:,[^,\s]*)+$', re.IGNORECASE)
+
+
+def finite_float(text):
+    """Parse a finite float (argparse type); ArgumentTypeError says what is wrong."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'must be a finite number, got {text!r}')
+    return value
+
+
+def finite_numbers(text, count=None):
+    """Parse comma- (or space-) separated finite numbers; ValueError says what is wrong."""
+    parts = [part for part in str(text).replace(' ', ',').split(',') if part]
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise ValueError(f'{text.strip()!r} is not a list of numbers') from None
+    if count is not None and len(values) != count:
+        raise ValueError(f'expected {count} comma-separated numbers, got {text.strip()!r}')
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError(f'numbers must be finite, got {text.strip()!r}')
+    return values
+
+
+def protect_negative_lists(argv):
+    """Return argv with number lists that start with '-' marked as values (a leading space)."""
+    return [' ' + token if _NEGATIVE_LIST.match(token) else token for token in argv]
+
+
+class ToolParser(argparse.ArgumentParser):
+    """ArgumentParser with finite floats, one-line errors and negative number lists."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse looks a type up in this registry first: type=float means finite_float.
+        self.register('type', float, finite_float)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(protect_negative_lists(args), namespace)
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
