@@ -14,6 +14,18 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 200)))
 os.environ.setdefault('ROS_LOG_DIR', os.path.join(tempfile.gettempdir(), 'vos_ros_test_logs'))
 
 
+@pytest.fixture(scope='session')
+def colcon_workspace(tmp_path_factory):
+    """``(ws, env)``: a clean copy of the repository built by colcon, once per session.
+
+    Used by the packaging and the launch tests (test/colcon_support.py).
+    """
+    from colcon_support import build_workspace
+
+    ws = tmp_path_factory.mktemp('colcon_ws')
+    return ws, build_workspace(ws)
+
+
 @pytest.fixture
 def occluded_crossing():
     """``(frames, masks, hidden)``: a magenta textured disc crosses a muted 320x240 scene and

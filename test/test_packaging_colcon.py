@@ -10,22 +10,21 @@ test stage runs the whole suite through `colcon test`, which would be far too sl
 import configparser
 import os
 from pathlib import Path
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGE = 'vos_ros'
+from colcon_support import colcon as _colcon
+from colcon_support import PACKAGE
+from colcon_support import REPO
+from colcon_support import sourced_env as _sourced_env
+
 # The `ros2 run vos_ros X` names the issues and README promise.
 EXECUTABLES = ('vos_node', 'annotate', 'vos_train', 'vos_eval', 'vos_export', 'vos_make_bag',
                'vos_bag_eval', 'vos_demo')
 SHARE_FILES = ('package.xml', 'launch/vos.launch.py', 'config/vos.yaml')
-# Build products and local state that never belong in a source copy.
-SKIP_DIRS = {'.git', '.venv', 'build', 'install', 'log', 'out', 'runs', '__pycache__',
-             '.pytest_cache', '.hypothesis', '.whl'}
 # Set for the nested `colcon test`, so a full-suite run inside it cannot recurse into this file.
 NESTED = 'VOS_ROS_NESTED_COLCON'
 # The subset the nested `colcon test` runs: quick, and it imports every entry point.
@@ -35,76 +34,10 @@ pytestmark = pytest.mark.skipif(
     bool(os.environ.get(NESTED)), reason='already inside a colcon test started by this file')
 
 
-def _source_files(root):
-    """Relative paths of the files a clean clone would hold."""
-    if (root / '.git').exists() and shutil.which('git'):
-        out = subprocess.run(
-            ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
-            cwd=root, capture_output=True, check=True).stdout.decode()
-        # --cached still lists files deleted from the work tree but not yet from the index.
-        return sorted(f for f in out.split('\0') if f and (root / f).is_file())
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames
-                       if d not in SKIP_DIRS and not d.endswith('.egg-info')]
-        for name in filenames:
-            if not name.endswith('.pyc'):
-                files.append(os.path.relpath(os.path.join(dirpath, name), root))
-    return sorted(files)
-
-
-def _without_other_installs(env):
-    """Drop search-path entries that already hold vos_ros (an underlay, e.g. in the image)."""
-    env = dict(env)
-    for var in ('AMENT_PREFIX_PATH', 'COLCON_PREFIX_PATH', 'CMAKE_PREFIX_PATH', 'PYTHONPATH'):
-        if var not in env:
-            continue
-        keep = [entry for entry in env[var].split(os.pathsep)
-                if entry and not any((Path(entry) / sub).exists() for sub in
-                                     (PACKAGE, Path('share') / PACKAGE))]
-        env[var] = os.pathsep.join(keep)
-    return env
-
-
-def _colcon(args, cwd, env, timeout):
-    """Run colcon under this interpreter; fail with its output when it fails."""
-    cmd = [sys.executable, '-m', 'colcon', '--log-base', str(cwd / 'log')] + list(args)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, (
-        f'{" ".join(args[:1])} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n'
-        f'{proc.stderr[-4000:]}')
-    return proc
-
-
-def _sourced_env(ws, env):
-    """The environment after `source install/setup.bash`, as a user's shell would have it."""
-    proc = subprocess.run(
-        ['bash', '-c', 'source install/setup.bash >/dev/null && env -0'],
-        cwd=ws, env=env, capture_output=True, check=True, timeout=60)
-    pairs = (item.split('=', 1) for item in proc.stdout.decode().split('\0') if '=' in item)
-    return dict(pairs)
-
-
 @pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
+def workspace(colcon_workspace):
     """A workspace with src/vos_ros copied from the repository and built by colcon."""
-    if subprocess.run([sys.executable, '-c', 'import colcon_core'],
-                      capture_output=True).returncode != 0:
-        pytest.skip('colcon is not installed for this interpreter (requirements.txt has it)')
-    ws = tmp_path_factory.mktemp('colcon_ws')
-    src = ws / 'src' / PACKAGE
-    for rel in _source_files(REPO):
-        dest = src / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dest)
-    env = _without_other_installs(os.environ)
-    # A user's ~/.colcon defaults (symlink-install, mixins ...) must not change this build.
-    env['COLCON_HOME'] = str(ws / '.colcon_home')
-    env.pop('COLCON_DEFAULTS_FILE', None)
-    env['PYTHONDONTWRITEBYTECODE'] = '1'
-    _colcon(['build', '--base-paths', 'src', '--executor', 'sequential'], ws, env, 300)
-    return ws, env
+    return colcon_workspace
 
 
 def _install(ws):

