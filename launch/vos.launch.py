@@ -5,7 +5,8 @@ Example:
       annotation_path:=/data/first_mask.png device:=cuda
 
 Arguments given on the command line override the parameter file; arguments left empty keep the
-file's values.
+file's values. With namespace:=robot1 the default topics are /robot1/image and
+/robot1/segmentation; absolute topic names stay as given.
 """
 
 import os
@@ -62,12 +63,16 @@ def generate_launch_description():
     arguments = [
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='YAML file of vos_node parameters.'),
-        DeclareLaunchArgument('image_topic', default_value='/image',
-                              description='Camera image topic (sensor_msgs/Image).'),
-        DeclareLaunchArgument('segmentation_topic', default_value='/segmentation',
-                              description='Output label-map topic (mono8).'),
+        # Relative defaults: /image and /segmentation, or <namespace>/image ... in a namespace
+        # (given here or pushed by an including launch file).
+        DeclareLaunchArgument('image_topic', default_value='image',
+                              description='Camera image topic (sensor_msgs/Image); relative '
+                              'names resolve in the namespace.'),
+        DeclareLaunchArgument('segmentation_topic', default_value='segmentation',
+                              description='Output label-map topic (mono8); relative names '
+                              'resolve in the namespace.'),
         DeclareLaunchArgument('namespace', default_value='',
-                              description='Namespace of the node.'),
+                              description='Namespace of the node (and of relative topics).'),
     ]
     arguments += [DeclareLaunchArgument(name, default_value='', description=text)
                   for name, text in PARAMETER_ARGUMENTS.items()]
