@@ -34,6 +34,8 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
+from vos_ros.tools.cli import finite_numbers
+from vos_ros.tools.cli import ToolParser
 
 DEFAULT_OUT = 'AnnotatedFrame.png'
 DEFAULT_ANNOTATION_TOPIC = '/vos_node/annotation'
@@ -286,15 +288,23 @@ def sequence_source(directory, name=None):
 
 
 def parse_numbers(text, count, what):
-    """Parse ``count`` comma-separated numbers; ValueError names the flag's format."""
-    parts = [part for part in text.replace(' ', ',').split(',') if part]
+    """Parse ``count`` finite comma-separated numbers; ValueError names the flag's format."""
     try:
-        values = [float(part) for part in parts]
-    except ValueError:
-        values = []
-    if len(values) != count:
-        raise ValueError(f'{what} {text!r}: expected {count} comma-separated numbers')
-    return values
+        return finite_numbers(text, count)
+    except ValueError as error:
+        raise ValueError(f'{what}: {error}') from None
+
+
+#: A box whose sides reach this close to every image border (fraction of the size) covers it.
+WHOLE_IMAGE_MARGIN = 0.02
+
+
+def covers_image(box, width, height):
+    """True if a clipped box reaches (nearly) every border: it tells nothing of the object."""
+    x0, y0, x1, y1 = box
+    margin_x, margin_y = WHOLE_IMAGE_MARGIN * width, WHOLE_IMAGE_MARGIN * height
+    return (x0 <= margin_x and y0 <= margin_y and x1 >= width - 1 - margin_x
+            and y1 >= height - 1 - margin_y)
 
 
 def labels_from_hints(image, args):
@@ -302,6 +312,11 @@ def labels_from_hints(image, args):
     height, width = image.shape[:2]
     boxes = [check_box(parse_numbers(text, 4, '--box x0,y0,x1,y1'), width, height)
              for text in args.box or []]
+    for text, box in zip(args.box or [], boxes):
+        if covers_image(box, width, height):
+            print(f'annotate: warning: --box {text} covers the whole {width}x{height} image: '
+                  'the object is then whatever differs from the image border; draw the box '
+                  'around the object', file=sys.stderr)
     points = [parse_numbers(text, 3, '--points x,y,label') for text in args.points or []]
     ids = list(args.object or [])
     wanted = max(len(boxes), 1)
@@ -337,7 +352,8 @@ def labels_from_hints(image, args):
 
 def labels_from_mask_file(path, image):
     """Read any mask file as a label map; it must match the frame's size when there is one."""
-    labels = read_labels(path)
+    labels = read_labels(path, log=lambda line: print(f'annotate: note: {line}',
+                                                      file=sys.stderr))
     if image is not None and labels.shape != image.shape[:2]:
         raise DataError(f'mask {path} is {labels.shape[1]}x{labels.shape[0]} but the frame is '
                         f'{image.shape[1]}x{image.shape[0]}')
@@ -408,7 +424,7 @@ def _image_type():
 
 def build_parser():
     """Return the argument parser of ``annotate``."""
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='annotate', description=__doc__.split('\n\n')[0].strip('`'),
         epilog=__doc__.split('\n\n', 1)[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -426,7 +442,8 @@ def build_parser():
                         help='frame (video, sequence) or message (bag) index')
     hints = parser.add_argument_group('hints (headless; none opens the window)')
     hints.add_argument('--box', action='append', metavar='X0,Y0,X1,Y1',
-                       help='object box in pixels, inclusive; repeat for more objects')
+                       help='object box in pixels, inclusive (may start outside the image, '
+                       'e.g. -20,10,90,90); repeat for more objects')
     hints.add_argument('--object', action='append', type=int, metavar='ID',
                        help='object id of each --box, in order (default 1, 2, …)')
     hints.add_argument('--points', nargs='+', metavar='X,Y,LABEL',
@@ -460,6 +477,11 @@ def main(argv=None):
             raise ValueError('--from-mask cannot be combined with --box or --points')
         if args.object and not (args.box or args.points):
             raise ValueError('--object needs --box or --points')
+        # Numbers first: a typo in a box should not wait for a camera or a bag.
+        for text in args.box or []:
+            parse_numbers(text, 4, '--box x0,y0,x1,y1')
+        for text in args.points or []:
+            parse_numbers(text, 3, '--points x,y,label')
         check_out(args.out, args.force)
         source = open_source(args)
         if source is None and not args.from_mask:

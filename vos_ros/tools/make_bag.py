@@ -31,6 +31,7 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import resize_labels
 from vos_ros.tools import bagio
+from vos_ros.tools.cli import ToolParser
 
 DEFAULT_FPS = 10.0
 _LOGGER = logging.getLogger('vos_make_bag')
@@ -146,6 +147,7 @@ def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
         total = min(total, max_frames) if total else max_frames
     size = None
     written_gt = 0
+    notes = []  # the label reader's lines: said once, for all masks
     images = 0
     with bagio.BagWriter(out, storage, overwrite=overwrite) as writer:
         writer.add_topic(image_topic)
@@ -162,7 +164,7 @@ def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
                              bagio.image_msg(pixels, stamp, frame_id, encoding))
                 size = (rgb.shape[1], rgb.shape[0])
                 if ground_truth and key in source.masks:
-                    labels = read_labels(source.masks[key])
+                    labels = read_labels(source.masks[key], log=notes.append)
                     if labels.shape != rgb.shape[:2]:
                         # Some DAVIS-2017 masks are a pixel narrower than their frames.
                         _LOGGER.warning('mask %s is %dx%d, its frame %dx%d: resized (nearest)',
@@ -175,12 +177,15 @@ def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
                 bar.update(1)
         finally:
             bar.close()
+    if notes:
+        more = f' (and {len(notes) - 1} more masks alike)' if len(notes) > 1 else ''
+        _LOGGER.warning('%s%s', notes[0], more)
     return images, written_gt, size
 
 
 def build_parser():
     """Return the argument parser of vos_make_bag."""
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='vos_make_bag', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog='Examples: vos_make_bag DAVIS/JPEGImages/480p/blackswan blackswan_bag; '

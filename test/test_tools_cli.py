@@ -1,0 +1,113 @@
+"""Bad numbers on every tool's command line: one line naming the argument, non-zero exit."""
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from vos_ros.tools import annotate
+from vos_ros.tools import bag_eval
+from vos_ros.tools import demo
+from vos_ros.tools import evaluate
+from vos_ros.tools import make_bag
+from vos_ros.tools.cli import finite_numbers
+from vos_ros.tools.cli import protect_negative_lists
+
+TOOLS = {
+    'annotate': (annotate.main, annotate.build_parser),
+    'vos_eval': (evaluate.main, evaluate._parser),
+    'vos_make_bag': (make_bag.main, make_bag.build_parser),
+    'vos_bag_eval': (bag_eval.main, bag_eval.build_parser),
+    'vos_demo': (demo.main, demo.build_parser),
+}
+BAD = ('inf', '-inf', 'nan', '1e400')
+
+
+def _numeric_options():
+    cases = []
+    for tool, (_, build) in TOOLS.items():
+        for action in build()._actions:
+            if action.type in (float, int) and action.option_strings:
+                cases.append((tool, action.option_strings[-1], action.nargs))
+    return cases
+
+
+NUMERIC = _numeric_options()
+
+
+def test_every_tool_has_numeric_options_checked():
+    assert {tool for tool, _, _ in NUMERIC} == set(TOOLS)
+
+
+@pytest.mark.parametrize('tool, option, nargs', NUMERIC)
+@pytest.mark.parametrize('bad', BAD)
+def test_non_finite_number_is_one_line_naming_the_argument(tool, option, nargs, bad, capsys):
+    main, _ = TOOLS[tool]
+    values = [bad] * (nargs if isinstance(nargs, int) else 1)
+    with pytest.raises(SystemExit) as raised:
+        main([option, *values])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert option in lines[0] and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('bad', BAD)
+def test_annotate_box_and_points_refuse_non_finite(tmp_path, capsys, bad):
+    image = tmp_path / 'f.png'
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
+    for extra in (['--box', f'{bad},3,30,30'], ['--points', f'10,{bad},1']):
+        code = annotate.main(['--image', str(image), '--out', str(tmp_path / 'm.png'), *extra])
+        err = capsys.readouterr().err
+        assert code != 0 and len(err.strip().splitlines()) == 1, err
+        assert extra[0] in err and 'finite' in err
+
+
+def _frame(path):
+    image = np.full((90, 120, 3), 40, np.uint8)
+    image[30:70, 10:60] = (220, 30, 30)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_negative_box_coordinates_as_users_type_them(tmp_path, capsys):
+    image = _frame(tmp_path / 'f.png')
+    for argv in (['--box', '-20,25,65,75'], ['--box=-20,25,65,75'], ['--box', '-20 25 65 75']):
+        out = tmp_path / 'm.png'
+        assert annotate.main(['--image', str(image), '--out', str(out), '--force', *argv]) == 0
+        labels = np.array(Image.open(out))
+        assert labels[50, 30] == 1 and labels[50, 100] == 0
+    assert 'error' not in capsys.readouterr().err
+
+
+def test_whole_image_box_warns(tmp_path, capsys):
+    image = _frame(tmp_path / 'f.png')
+    annotate.main(['--image', str(image), '--out', str(tmp_path / 'm.png'),
+                   '--box', '-5,-5,200,200'])
+    assert 'covers the whole 120x90 image' in capsys.readouterr().err
+    annotate.main(['--image', str(image), '--out', str(tmp_path / 'n.png'),
+                   '--box', '5,25,65,75'])
+    assert 'covers the whole' not in capsys.readouterr().err
+
+
+def test_negative_lists_are_protected_only_where_they_are_lists():
+    argv = ['--box', '-20,10,90,90', '--resolution', '-1', '--node-args=-p a:=1', '-inf,2']
+    assert protect_negative_lists(argv) == ['--box', ' -20,10,90,90', '--resolution', '-1',
+                                            '--node-args=-p a:=1', ' -inf,2']
+    assert finite_numbers(' -20,10,90,90', 4) == [-20.0, 10.0, 90.0, 90.0]
+    with pytest.raises(ValueError, match='finite'):
+        finite_numbers('1e400,1', 2)
+
+
+def test_console_script_prints_one_line_without_traceback(tmp_path):
+    image = _frame(tmp_path / 'f.png')
+    result = subprocess.run(
+        [sys.executable, '-c', 'import sys; from vos_ros.tools.annotate import main; '
+         'sys.exit(main())', '--image', str(image), '--box', 'inf,30,90,90'],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "annotate: error: --box x0,y0,x1,y1: numbers must be finite, got 'inf,30,90,90'"]
