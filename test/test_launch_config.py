@@ -1,8 +1,9 @@
 """launch/vos.launch.py and config/vos.yaml: what can be checked without launch_ros.
 
-launch and launch_ros are not installable in the pip set-up; the launch file is exercised for
-real in the Docker image. Here: it parses, names the right package, executable and files, and
-every key of config/vos.yaml is a parameter the node really declares, with a valid value.
+Without launch itself: the launch file parses, names the right package, executable and files,
+and every key of config/vos.yaml is a parameter the node really declares, with a valid value.
+test_launch_run.py runs the launch file for real (launch and launch_ros are not on PyPI: it
+uses ../shared/ros_launch or a ROS install).
 """
 
 import ast
