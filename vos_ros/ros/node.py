@@ -27,7 +27,9 @@ from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
@@ -51,9 +53,10 @@ from vos_ros.ros.conversions import compressed_msg_to_rgb
 from vos_ros.ros.conversions import image_msg_to_rgb
 from vos_ros.ros.conversions import labels_to_msg
 from vos_ros.ros.conversions import msg_to_labels
+from vos_ros.ros.qos import INPUT_RELIABILITY_CHOICES
 from vos_ros.ros.qos import make_qos
 from vos_ros.ros.qos import output_qos
-from vos_ros.ros.qos import RELIABILITY_CHOICES
+from vos_ros.ros.qos import reliability_for_publishers
 
 NODE_NAME = 'vos_node'
 TRANSPORT_CHOICES = ('raw', 'compressed')
@@ -88,9 +91,11 @@ PARAMETERS = {
         '<image>/compressed (sensor_msgs/CompressedImage).', True,
         {'additional_constraints': 'raw or compressed'}),
     'input_reliability': (
-        'reliable', 'QoS reliability of the image subscription (reliable lost no 480p frames '
-        'in measurements; best_effort lost about a third).', True,
-        {'additional_constraints': ' or '.join(RELIABILITY_CHOICES)}),
+        'auto', 'QoS reliability of the image subscription. auto: reliable while every '
+        'publisher found is reliable (it lost no 480p frames in measurements; best_effort lost '
+        'about a third), best_effort as soon as one publishes best effort (camera drivers '
+        'with sensor-data QoS), re-checked as publishers come and go.', True,
+        {'additional_constraints': ' or '.join(INPUT_RELIABILITY_CHOICES)}),
     'input_depth': (
         10, 'QoS history depth of the image subscription.', True,
         {'integer_range': [IntegerRange(from_value=1, to_value=1000, step=1)]}),
@@ -105,6 +110,9 @@ PARAMETERS = {
         {'floating_point_range': [FloatingPointRange(from_value=0.1, to_value=60.0,
                                                      step=0.0)]}),
 }
+
+#: Seconds between checks of the image publishers' QoS (input_reliability auto).
+QOS_CHECK_PERIOD = 0.5
 
 _UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
 
@@ -154,7 +162,8 @@ class VosNode(Node):
         self._file_annotation = None
         if settings['annotation_path']:
             try:
-                self._file_annotation = read_labels(settings['annotation_path'])
+                self._file_annotation = read_labels(settings['annotation_path'],
+                                                    log=self.get_logger().warning)
             except DataError as error:
                 raise DataError(f'parameter annotation_path: {error}') from None
             if not self._file_annotation.any():
@@ -196,13 +205,21 @@ class VosNode(Node):
         # nothing until someone subscribes.
         self._overlay_pub = self.create_publisher(Image, 'segmentation/overlay', output_qos(2))
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        qos = make_qos(settings['input_reliability'], settings['input_depth'])
         if settings['image_transport'] == 'compressed':
-            topic = self.resolve_topic_name('image') + '/compressed'
-            self._image_sub = self.create_subscription(CompressedImage, topic, self._on_image,
-                                                       qos)
+            self._image_type = CompressedImage
+            self._image_topic = self.resolve_topic_name('image') + '/compressed'
         else:
-            self._image_sub = self.create_subscription(Image, 'image', self._on_image, qos)
+            self._image_type = Image
+            self._image_topic = self.resolve_topic_name('image')
+        self._image_sub = None
+        self._input_reliability = None
+        if settings['input_reliability'] == 'auto':
+            self._subscribe_images(reliability_for_publishers(
+                self.get_publishers_info_by_topic(self._image_topic)), 'auto: ')
+            # Publishers come and go: follow them (an incompatible one also triggers a check).
+            self._qos_timer = self.create_timer(QOS_CHECK_PERIOD, self._adapt_input_qos)
+        else:
+            self._subscribe_images(settings['input_reliability'], 'parameter input_reliability')
         self._annotation_sub = self.create_subscription(Image, '~/annotation',
                                                         self._on_annotation, 10)
         self._reset_srv = self.create_service(Trigger, '~/reset', self._on_reset)
@@ -217,6 +234,40 @@ class VosNode(Node):
             + ('annotation from ' + settings['annotation_path']
                if settings['annotation_path'] else
                f'waiting for a label map on {self._annotation_sub.topic_name}'))
+
+    # -- input QoS -------------------------------------------------------------------------
+
+    def _subscribe_images(self, reliability, reason):
+        """(Re)create the image subscription with ``reliability``; log the choice."""
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        qos = make_qos(reliability, self._settings['input_depth'])
+        callbacks = None
+        if self._settings['input_reliability'] == 'auto':
+            callbacks = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        self._image_sub = self.create_subscription(self._image_type, self._image_topic,
+                                                   self._on_image, qos,
+                                                   event_callbacks=callbacks)
+        self._input_reliability = reliability
+        if reason.startswith('auto'):
+            publishers = self.get_publishers_info_by_topic(self._image_topic)
+            offered = sorted({'best_effort' if p.qos_profile.reliability
+                              == ReliabilityPolicy.BEST_EFFORT else 'reliable'
+                              for p in publishers})
+            reason = (f'{reason}publishers offer {" and ".join(offered)}' if offered else
+                      f'{reason}no publisher yet; re-checked as publishers appear')
+        self.get_logger().info(f'input {self._image_topic}: {reliability} QoS ({reason})')
+
+    def _adapt_input_qos(self):
+        """Follow the publishers: best effort if any is, reliable when all are."""
+        wanted = reliability_for_publishers(
+            self.get_publishers_info_by_topic(self._image_topic), self._input_reliability)
+        if wanted != self._input_reliability:
+            self._subscribe_images(wanted, 'auto, publishers changed: ')
+
+    def _on_incompatible_qos(self, event):
+        # A best-effort camera appeared while we are reliable: adapt now, not at the next tick.
+        self._adapt_input_qos()
 
     # -- parameters ------------------------------------------------------------------------
 
@@ -243,9 +294,9 @@ class VosNode(Node):
         if settings['image_transport'] not in TRANSPORT_CHOICES:
             raise ValueError(f'parameter image_transport: must be raw or compressed, got '
                              f'{settings["image_transport"]!r}')
-        if settings['input_reliability'] not in RELIABILITY_CHOICES:
+        if settings['input_reliability'] not in INPUT_RELIABILITY_CHOICES:
             raise ValueError(f'parameter input_reliability: must be '
-                             f'{" or ".join(RELIABILITY_CHOICES)}, got '
+                             f'{" or ".join(INPUT_RELIABILITY_CHOICES)}, got '
                              f'{settings["input_reliability"]!r}')
         return settings
 
@@ -262,7 +313,7 @@ class VosNode(Node):
 
     def _on_annotation(self, msg):
         try:
-            labels = msg_to_labels(msg)
+            labels = msg_to_labels(msg, log=self.get_logger().warning)
         except ConversionError as error:
             self._log_throttled('warning', 'annotation', f'ignoring annotation: {error}')
             return

@@ -4,6 +4,10 @@ Input defaults to reliable / keep last 10: measured with Fast DDS here, a best-e
 about a third of 854x480 rgb8 frames sent reliably at 10 Hz while a reliable reader lost none
 (``bench/node_latency.py --input-reliability``). Dropping stale frames is the node's job (its
 keep-latest slot counts what it drops), not the transport's.
+
+But a reliable reader receives nothing from a best-effort writer (the sensor-data QoS of many
+camera drivers), so the node's default, ``auto``, follows the publishers it finds: reliable
+while every publisher is reliable (or none is known yet), best effort as soon as one is not.
 """
 
 from rclpy.qos import HistoryPolicy
@@ -11,6 +15,8 @@ from rclpy.qos import QoSProfile
 from rclpy.qos import ReliabilityPolicy
 
 RELIABILITY_CHOICES = ('reliable', 'best_effort')
+#: Choices of the node's input_reliability parameter: auto follows the publishers found.
+INPUT_RELIABILITY_CHOICES = ('auto',) + RELIABILITY_CHOICES
 
 _RELIABILITY = {
     'reliable': ReliabilityPolicy.RELIABLE,
@@ -32,3 +38,17 @@ def make_qos(reliability='reliable', depth=10):
 def output_qos(depth=10):
     """Return the profile of the label-map and overlay publishers (reliable, keep last)."""
     return make_qos('reliable', depth)
+
+
+def reliability_for_publishers(publishers, current='reliable'):
+    """Return the input reliability that hears every publisher in ``publishers``.
+
+    ``publishers`` are rclpy ``TopicEndpointInfo`` (``node.get_publishers_info_by_topic``).
+    Best effort when any of them is best effort (a reliable reader would get nothing from it),
+    reliable when all are reliable, ``current`` when there are none.
+    """
+    if not publishers:
+        return current
+    if any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for info in publishers):
+        return 'best_effort'
+    return 'reliable'
