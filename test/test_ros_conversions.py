@@ -197,3 +197,28 @@ def test_consistent_messages_convert_or_raise_package_error(msg):
     except ConversionError:
         return
     assert labels.shape == (msg.height, msg.width) and labels.dtype == np.uint8
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'mono8'])
+def test_annotation_message_with_soft_edges_reads_as_the_objects_meant(encoding):
+    """~/annotation takes the same reader as files: seams snapped, one line said (issue 17)."""
+    from vos_ros.core.labels import DAVIS_PALETTE
+
+    if encoding == 'mono8':
+        mask = np.zeros((120, 160), np.uint8)
+        cv2.circle(mask, (80, 60), 30, 255, -1)
+        array = cv2.resize(cv2.resize(mask, (80, 60), interpolation=cv2.INTER_AREA),
+                           (160, 120), interpolation=cv2.INTER_LINEAR)
+        expected = [1]
+    else:
+        array = np.zeros((120, 160, 3), np.uint8)
+        for object_id, centre in ((1, (50, 60)), (2, (115, 60))):
+            colour = tuple(int(v) for v in DAVIS_PALETTE[object_id])
+            cv2.circle(array, centre, 28, colour, -1, cv2.LINE_AA)
+        if encoding == 'bgr8':
+            array = np.ascontiguousarray(array[:, :, ::-1])
+        expected = [1, 2]
+    lines = []
+    labels = msg_to_labels(array_to_image_msg(array, encoding), log=lines.append)
+    assert sorted(int(v) for v in np.unique(labels) if v) == expected
+    assert len(lines) == 1
