@@ -101,6 +101,23 @@ def test_from_mask_converts_0_255(tmp_path):
     assert np.array_equal(read_labels(out), disc.astype(np.uint8))
 
 
+@pytest.mark.parametrize('kind', ['rgb_aa', 'gray_resized'])
+def test_from_mask_snaps_soft_edges_and_says_so_once(tmp_path, capsys, kind):
+    import label_cases
+
+    _, labels = label_cases.make_sequence(count=1)
+    array = label_cases.messy_mask(labels[0], kind)
+    source = tmp_path / 'painted.png'
+    Image.fromarray(array).save(source)
+    out = tmp_path / 'mask.png'
+    assert run(['--from-mask', source, '--out', out]) == 0
+    result = read_labels(out)
+    assert set(np.unique(result).tolist()) == {0, 1}
+    assert iou(result == 1, labels[0] == 1) > 0.95
+    notes = [line for line in capsys.readouterr().err.splitlines() if 'note:' in line]
+    assert len(notes) == 1 and 'painted.png' in notes[0]
+
+
 def test_from_mask_size_must_match_frame(tmp_path, capsys):
     image, disc, _ = frame()
     path = write_rgb(tmp_path / 'f.png', image)
