@@ -11,7 +11,9 @@ from vos_ros.tools import annotate
 from vos_ros.tools import bag_eval
 from vos_ros.tools import demo
 from vos_ros.tools import evaluate
+from vos_ros.tools import export
 from vos_ros.tools import make_bag
+from vos_ros.tools import train
 from vos_ros.tools.cli import finite_numbers
 from vos_ros.tools.cli import protect_negative_lists
 
@@ -21,6 +23,8 @@ TOOLS = {
     'vos_make_bag': (make_bag.main, make_bag.build_parser),
     'vos_bag_eval': (bag_eval.main, bag_eval.build_parser),
     'vos_demo': (demo.main, demo.build_parser),
+    'vos_train': (train.main, train.build_parser),
+    'vos_export': (export.main, export.build_parser),
 }
 BAD = ('inf', '-inf', 'nan', '1e400')
 

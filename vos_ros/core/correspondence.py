@@ -31,7 +31,7 @@ class Correspondence:
         from vos_ros.core.backends.memory import MemoryBackend
 
         self.backend = MemoryBackend(model_path=model_path, device=device, resolution=resolution,
-                                     top_k=top_k, max_keyframes=0, use_previous=False, threads=0)
+                                     top_k=top_k, max_keyframes=0, recent_frames=0, threads=0)
 
     def match_points(self, image_a, image_b, points):
         """Return where ``points`` of ``image_a`` land in ``image_b``.

@@ -15,11 +15,12 @@ import warnings
 
 from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
+from vos_ros.tools.cli import ToolParser
 
 
 def build_parser():
     """Return the argument parser of vos_export."""
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='vos_export', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('checkpoint', nargs='?', default=None,

@@ -29,6 +29,7 @@ from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
+from vos_ros.tools.cli import ToolParser
 
 #: Input normalisation (ImageNet statistics, 0..255 scale) stored in the model's metadata.
 MEAN = (123.675, 116.28, 103.53)
@@ -39,7 +40,7 @@ CSV_FIELDS = ('iteration', 'epoch', 'loss', 'nn_acc', 'pair_iou', 'val_pair_iou'
 
 def build_parser():
     """Return the argument parser of vos_train."""
-    parser = argparse.ArgumentParser(
+    parser = ToolParser(
         prog='vos_train', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--kind', choices=('embedding', 'memory'), default='embedding',

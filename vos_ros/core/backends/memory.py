@@ -6,8 +6,8 @@ memory as tensors and bounds it (constant size however long the stream runs):
 
 - the *given* frames: the first mask, and the latest re-initialisation with the same objects
   (at most ``max_given``; they are never replaced by predictions);
-- the *previous* frame with its predicted mask (STM/XMem: the most recent frame is the most
-  similar one);
+- the *recent* frames with their predicted masks (``recent_frames``, default the previous
+  frame only: STM/XMem, the most recent frame is the most similar one);
 - *keyframes*: every ``memory_every``-th frame whose prediction is confident
   (mean max-probability >= ``keyframe_confidence``), first in first out, at most
   ``max_keyframes``.
@@ -35,21 +35,22 @@ class MemoryBackend(Backend):
 
     def __init__(self, model_path=None, device='auto', half=None, resolution=None, top_k=None,
                  memory_every=5, max_keyframes=3, max_given=2, keyframe_confidence=0.8,
-                 use_previous=True, threads=1):
+                 recent_frames=1, threads=1):
         """Load the model (default: the one shipped in vos_ros/data) and set the memory policy.
 
         ``resolution``: shorter side the network sees (None = the model's own setting from its
         metadata). ``top_k``: memory positions each query reads (None = the model's setting).
         ``memory_every``: frames between keyframe candidates; ``max_keyframes``: keyframes kept
-        (0 = none); ``max_given``: given masks kept; ``use_previous``: read the previous
-        frame too. ``threads``: torch CPU threads (0 = leave torch's setting). Raises
+        (0 = none); ``max_given``: given masks kept; ``recent_frames``: latest predicted
+        frames kept (0 = none). ``threads``: torch CPU threads (0 = leave torch's setting). Raises
         ModelError for a missing or wrong model file, ValueError for bad options.
         """
         from vos_ros.core import model_io
 
         for name, value, low in (('memory_every', memory_every, 1),
                                  ('max_keyframes', max_keyframes, 0),
-                                 ('max_given', max_given, 1), ('threads', threads, 0)):
+                                 ('max_given', max_given, 1), ('threads', threads, 0),
+                                 ('recent_frames', recent_frames, 0)):
             if int(value) < low:
                 raise ValueError(f'{name} must be >= {low}, got {value}')
         if not 0.0 <= float(keyframe_confidence) <= 1.0:
@@ -81,7 +82,7 @@ class MemoryBackend(Backend):
         self.max_keyframes = int(max_keyframes)
         self.max_given = int(max_given)
         self.keyframe_confidence = float(keyframe_confidence)
-        self.use_previous = bool(use_previous)
+        self.recent_frames = int(recent_frames)
         #: The session works at the network's size, so nothing is resized twice.
         self.default_resolution = self.resolution
         self.reset()
@@ -91,7 +92,7 @@ class MemoryBackend(Backend):
     def reset(self):
         self._given = []
         self._keyframes = []
-        self._previous = None
+        self._recent = []
         self._channels = 0
         self._since_keyframe = 0
         self._cache = None
@@ -111,7 +112,7 @@ class MemoryBackend(Backend):
             self._given = [self._given[0]] + (self._given[1:] + [entry])[1 - self.max_given:]
         else:
             self._given = [entry]
-        self._previous = None
+        self._recent = []
         self._since_keyframe = 0
         self._cache = None
 
@@ -147,13 +148,13 @@ class MemoryBackend(Backend):
         return {'backend': self.name, 'model': self.model.path, 'device': self.model.device,
                 'dtype': str(self.model.dtype).replace('torch.', ''),
                 'resolution': self.resolution, 'top_k': self.top_k,
-                'memory_frames': self.max_given + self.max_keyframes + int(self.use_previous),
+                'memory_frames': self.max_given + self.max_keyframes + self.recent_frames,
                 'version': self.model.meta.get('version')}
 
     @property
     def memory_frames(self):
-        """Number of frames in memory now (bounded by max_given + max_keyframes + 1)."""
-        return len(self._given) + len(self._keyframes) + int(self._previous is not None)
+        """Frames in memory now (at most max_given + max_keyframes + recent_frames)."""
+        return len(self._given) + len(self._keyframes) + len(self._recent)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -196,15 +197,15 @@ class MemoryBackend(Backend):
         self._since_keyframe += 1
         keyframe = self.max_keyframes > 0 and self._since_keyframe >= self.memory_every
         confident = keyframe and float(probs.max(axis=0).mean()) >= self.keyframe_confidence
-        if not (self.use_previous or confident):
+        if not (self.recent_frames or confident):
             return
         entry = self._entry(key, f16, probs, probs.shape[1:])
         if confident:
             self._keyframes = (self._keyframes + [entry])[-self.max_keyframes:]
             self._since_keyframe = 0
-        if self.use_previous:
+        if self.recent_frames and not confident:
             # a frame that became a keyframe is in memory already
-            self._previous = None if confident else entry
+            self._recent = (self._recent + [entry])[-self.recent_frames:]
         self._cache = None
 
     def _memory(self):
@@ -212,9 +213,7 @@ class MemoryBackend(Backend):
         import torch
 
         if self._cache is None:
-            entries = self._given + self._keyframes
-            if self._previous is not None:
-                entries = entries + [self._previous]
+            entries = self._given + self._keyframes + self._recent
             self._cache = (torch.cat([e['key'] for e in entries], dim=2),
                            torch.cat([e['value'] for e in entries], dim=3))
         return self._cache

@@ -140,8 +140,8 @@ class MemoryNet(nn.Module):
                 for p in stage.parameters()]
 
     @torch.jit.export
-    def encode_key(self, image: torch.Tensor) -> typing.Tuple[torch.Tensor, torch.Tensor,
-                                                               torch.Tensor, torch.Tensor]:
+    def encode_key(self, image: torch.Tensor) -> typing.Tuple[
+            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode ``[B,3,H,W]`` into (key ``[B,Ck,h,w]``, f16, f8, f4)."""
         f4 = self.stage4(self.stage2(image))
         f8 = self.stage8(f4)
