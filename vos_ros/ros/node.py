@@ -12,6 +12,7 @@ session, so a slow model drops (and counts) stale frames instead of delaying the
 
 import argparse
 import collections
+import os
 import re
 import sys
 import threading
@@ -45,6 +46,7 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
+from vos_ros.core.model_io import read_metadata
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.ros.conversions import ConversionError
@@ -283,6 +285,12 @@ class VosNode(Node):
         backend = settings['backend']
         if backend in ('', 'default'):
             backend = DEFAULT_BACKEND
+            if settings['model_path'] and os.path.isfile(settings['model_path']):
+                # a model file alone chooses the backend that runs its kind
+                try:
+                    backend = read_metadata(settings['model_path'])['kind']
+                except VosError:
+                    pass  # the backend's own loader reports the bad file at start-up
         if backend not in available_backends():
             raise ValueError(f'parameter backend: unknown backend {settings["backend"]!r}; '
                              f'choose one of default, {", ".join(available_backends())}')
