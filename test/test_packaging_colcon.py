@@ -87,7 +87,8 @@ def test_build_installs_every_module_and_data_file(workspace):
     ws, _ = workspace
     site = next((_install(ws) / 'lib').glob('python3*/site-packages'))
     source = [p.relative_to(REPO) for p in (REPO / PACKAGE).rglob('*')
-              if p.is_file() and p.suffix in ('.py', '.pt') and '__pycache__' not in p.parts]
+              if p.is_file() and p.suffix in ('.py', '.pt', '.json')
+              and '__pycache__' not in p.parts]
     assert source, 'no package files found'
     missing = [str(rel) for rel in source if not (site / rel).is_file()]
     # A sub-package without __init__.py is silently left out by find_packages().

@@ -48,6 +48,13 @@ class Result:
     timing: dict
     #: 0-based index of the frame in this session (since the last reset).
     frame_index: int
+    #: What produced the labels: ``given`` (a mask was given with the frame), ``full`` (the
+    #: backend's model; every frame of a non-adaptive backend), ``cheap`` (the adaptive
+    #: backend's cheap path) or ``none`` (no object tracked yet).
+    path: str = 'full'
+    #: The adaptive backend's estimate (0-100, a predicted IoU in percent) of the cheap path's
+    #: result on this frame; None where the cheap path did not run.
+    confidence: typing.Optional[float] = None
 
     def probability(self, object_id):
         """Return the H×W float32 probability of one object at input size."""
@@ -179,14 +186,20 @@ class Session:
                 full_mask = None
 
         backend_ms = 0.0
+        path = 'given' if full_mask is not None else 'full'
+        confidence = None
         if full_mask is None and not self._object_ids:
             probs = np.ones((1, work_h, work_w), np.float32)
+            path = 'none'
         else:
             propagated = None
             if self._object_ids and self._last_probs is not None:
                 tic = time.perf_counter()
                 propagated = self.backend.propagate(work_image)
                 backend_ms += (time.perf_counter() - tic) * 1000.0
+                if full_mask is None:
+                    path = getattr(self.backend, 'last_path', 'full')
+                    confidence = getattr(self.backend, 'last_confidence', None)
             if full_mask is None:
                 probs = propagated
             else:
@@ -206,7 +219,7 @@ class Session:
         result = Result(labels=labels, object_ids=self.object_ids, probs=probs,
                         timing={'backend': backend_ms,
                                 'total': (time.perf_counter() - start) * 1000.0},
-                        frame_index=self._frame_index)
+                        frame_index=self._frame_index, path=path, confidence=confidence)
         self._frame_index += 1
         return result
 

@@ -30,7 +30,13 @@ def _factories():
         from vos_ros.core.backends.memory import MemoryBackend
         return MemoryBackend(**options)
 
-    return {'flow': flow, 'embedding': embedding, 'memory': memory}
+    def adaptive(**options):
+        # options: full, cheap, target_confidence, max_cheap_frames, confidence_model, ...
+        # (adaptive.py); the rest (model_path, device, ...) go to the full backend
+        from vos_ros.core.backends.adaptive import AdaptiveBackend
+        return AdaptiveBackend(**options)
+
+    return {'flow': flow, 'embedding': embedding, 'memory': memory, 'adaptive': adaptive}
 
 
 def create_backend(name=None, **options):
@@ -43,7 +49,11 @@ def create_backend(name=None, **options):
         name = DEFAULT_BACKEND
         if options.get('model_path'):
             from vos_ros.core.model_io import read_metadata
-            name = read_metadata(options['model_path'])['kind']
+            kind = read_metadata(options['model_path'])['kind']
+            if name == 'adaptive':
+                options.setdefault('full', kind)
+            else:
+                name = kind
     factories = _factories()
     if name not in factories:
         raise ValueError(
@@ -51,4 +61,28 @@ def create_backend(name=None, **options):
     return factories[name](**options)
 
 
-__all__ = ['Backend', 'DEFAULT_BACKEND', 'available_backends', 'create_backend']
+def create_backend_with_target(name=None, target_confidence=None, **options):
+    """Create a backend whose effort follows ``target_confidence`` (0-100, issue 15).
+
+    ``None``: exactly ``create_backend(name, **options)``. Otherwise the ``adaptive`` backend:
+    ``name`` itself when it is (or the default pipeline is) ``adaptive``, else an adaptive
+    backend whose full model is ``name`` (e.g. ``memory``: target 100 gives exactly its
+    results). ValueError for ``flow``: it is the cheap path itself and has no full model.
+    """
+    if target_confidence is None:
+        return create_backend(name, **options)
+    resolved = DEFAULT_BACKEND if name in (None, '', 'default') else name
+    if resolved == 'adaptive':
+        return create_backend(name, target_confidence=target_confidence, **options)
+    if resolved == 'flow':
+        raise ValueError('target_confidence needs a backend with a full model (memory, '
+                         'embedding, adaptive); flow is the cheap path itself')
+    from vos_ros.core.backends.adaptive import AdaptiveBackend
+    from vos_ros.core.backends.adaptive import check_target
+
+    target = check_target(target_confidence)  # before loading a model
+    return AdaptiveBackend(full=create_backend(name, **options), target_confidence=target)
+
+
+__all__ = ['Backend', 'DEFAULT_BACKEND', 'available_backends', 'create_backend',
+           'create_backend_with_target']

@@ -263,6 +263,11 @@ class FlowBackend(Backend):
         self._anchor_hist = None
         self._anchor_area = None
         self._lost = set()
+        #: Of the last ``propagate``: the h×w×2 float32 backward flow (current -> previous
+        #: frame, pixels) and the h×w bool mask of pixels the consistency check distrusted
+        #: (None with ``consistency`` off). Read by the adaptive backend's confidence estimate.
+        self.last_flow = None
+        self.last_untrusted = None
 
     def memorize(self, image, probs):
         probs = np.asarray(probs, np.float32)
@@ -291,11 +296,14 @@ class FlowBackend(Backend):
         channels = self._prev_probs.shape[0]
         flow = self._dis.calc(gray, self._prev_gray, None)
         map_x, map_y = _sample_maps(flow)
+        self.last_flow = flow
+        self.last_untrusted = None
         # Samples from outside the previous frame take the border's value: measured, making
         # them unknown instead let the objects' neutral colour model claim new content.
         prior = _remap_channels(self._prev_probs, map_x, map_y)
         if self.consistency:
             untrusted = self._inconsistent(gray, flow, map_x, map_y)
+            self.last_untrusted = untrusted
             # Occluded or badly matched pixels keep part of their prior.
             mix = self.occlusion_mix
             # Arithmetic on a 0/1 weight: cheaper than boolean fancy indexing on every channel.

