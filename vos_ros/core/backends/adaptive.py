@@ -126,6 +126,8 @@ class AdaptiveBackend(Backend):
         self.last_path = 'full'
         self.last_confidence = None
         self.last_reason = None
+        #: Feature dicts (one per object) of the last cheap step (vos_ros.core.confidence).
+        self.last_features = None
 
     def memorize(self, image, probs):
         probs = np.asarray(probs, np.float32)
@@ -137,6 +139,7 @@ class AdaptiveBackend(Backend):
             raise RuntimeError('adaptive backend asked to propagate before any mask was '
                                'memorised')
         self.last_confidence = None
+        self.last_features = None
         if self.target_confidence < 100.0:
             if self._since_full >= self.max_cheap_frames:
                 self.last_reason = 'forced'
@@ -211,6 +214,7 @@ class AdaptiveBackend(Backend):
         probs = np.asarray(self.cheap.propagate(small), np.float32)
         rows = self._features.update(probs, getattr(self.cheap, 'last_flow', None),
                                      getattr(self.cheap, 'last_untrusted', None))
+        self.last_features = rows
         confidence = (min(self.confidence_model.predict(row) for row in rows)
                       if rows else 100.0)
         self.last_confidence = confidence
