@@ -38,6 +38,7 @@ import numpy as np
 
 from vos_ros.core.backends import available_backends
 from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends import DEFAULT_BACKEND
 from vos_ros.core.davis import check_same_size
 from vos_ros.core.davis import Dataset
@@ -73,6 +74,8 @@ class SequenceResult:
     scores: dict = None
     #: Per object: {'id', 'J', 'J_recall', 'J_decay', 'F', 'F_recall', 'F_decay'} (fractions).
     objects: list = dataclasses.field(default_factory=list)
+    #: Frames per ``Result.path`` ('given', 'full', 'cheap').
+    paths: dict = dataclasses.field(default_factory=dict)
 
     @property
     def fps(self):
@@ -121,8 +124,12 @@ def write_csv(path, rows):
     os.replace(temporary, path)
 
 
-def make_backend(name=None, model=None, device=None):
-    """Create a backend, passing ``model_path``/``device`` only when given."""
+def make_backend(name=None, model=None, device=None, target_confidence=None):
+    """Create a backend, passing ``model_path``/``device`` only when given.
+
+    ``target_confidence`` (0-100, None = the backend's own way): the adaptive backend with that
+    target (``create_backend_with_target``).
+    """
     options = {}
     if model is not None:
         if not os.path.isfile(model):
@@ -131,7 +138,9 @@ def make_backend(name=None, model=None, device=None):
     if device is not None:
         options['device'] = device
     try:
-        return create_backend(name, **options)
+        if target_confidence is None:
+            return create_backend(name, **options)
+        return create_backend_with_target(name, target_confidence, **options)
     except TypeError as error:
         if not options:
             raise
@@ -214,6 +223,7 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
     seq_dir = os.path.join(out_dir, sequence.name)
     os.makedirs(seq_dir, exist_ok=True)
     predictions = []
+    paths = {}
     seconds = 0.0
     first_size = None
     writer = None
@@ -234,6 +244,7 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
                                 f'frame ({first_size[1]}x{first_size[0]})')
             result = session.step(image, first_mask if index == 0 else None)
             seconds += time.perf_counter() - tic
+            paths[result.path] = paths.get(result.path, 0) + 1
             write_labels(os.path.join(seq_dir, name + '.png'), result.labels)
             predictions.append(result.labels)
             if writer is not None:
@@ -250,7 +261,7 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False):
                        '(the tracker is given the first-frame mask only)', sequence.name,
                        ', '.join(str(i) for i in unscored))
     return SequenceResult(name=sequence.name, frames=len(predictions), seconds=seconds,
-                          scores=scores, objects=objects)
+                          scores=scores, objects=objects, paths=paths)
 
 
 #: Frame rate of the ``--video`` files (DAVIS was shot at 24 fps; slower reads better).
@@ -302,11 +313,12 @@ def plot_results(path, results):
 
 
 def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, device=None,
-                     resolution=None, progress=True, video=False):
+                     resolution=None, progress=True, video=False, target_confidence=None):
     """Run and score a DAVIS-layout dataset; return ``(results, mean_row_dict)``.
 
-    ``backend`` is a name (None = the package default) or a Backend instance. ``sequences``
-    defaults to every sequence in ``root``. Writes masks and ``results.csv`` under
+    ``backend`` is a name (None = the package default) or a Backend instance;
+    ``target_confidence`` (0-100) runs a named backend adaptively (see ``make_backend``).
+    ``sequences`` defaults to every sequence in ``root``. Writes masks and ``results.csv`` under
     ``out_dir`` as described in this module's docstring; raises VosError/ValueError on bad
     input (after writing ``results.partial.csv`` if some sequences had finished).
     """
@@ -317,7 +329,10 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     names = list(dict.fromkeys(sequences)) if sequences else dataset.sequence_names()
     seqs = check_sequences(dataset, names)
     if isinstance(backend, str) or backend is None:
-        backend = make_backend(backend, model=model, device=device)
+        backend = make_backend(backend, model=model, device=device,
+                               target_confidence=target_confidence)
+    elif target_confidence is not None:
+        raise ValueError('target_confidence needs a backend name, not a Backend instance')
     config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
@@ -371,6 +386,11 @@ def _parser():
     parser.add_argument('--resolution', type=int, default=None, metavar='N',
                         help='working size: shorter side in pixels; None = the backend default, '
                              '0 = input size')
+    parser.add_argument('--target-confidence', type=float, default=None, metavar='T',
+                        help='0-100: run the cheap path (flow) while its estimated confidence '
+                             'stays >= T, the full model otherwise (100 = full model every '
+                             "frame); None = the backend's own way (the adaptive "
+                             "backend's default target)")
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for masks and results.csv')
     parser.add_argument('--video', action='store_true',
@@ -387,6 +407,9 @@ def main(argv=None):
     try:
         if args.resolution is not None and args.resolution < 0:
             raise ValueError(f'--resolution must be >= 0, got {args.resolution}')
+        if args.target_confidence is not None and not 0 <= args.target_confidence <= 100:
+            raise ValueError(f'--target-confidence must lie in 0..100, got '
+                             f'{args.target_confidence:g}')
         names = args.sequences
         if args.sequences_file:
             names = read_sequences_file(args.sequences_file)
@@ -395,7 +418,7 @@ def main(argv=None):
         results, mean = evaluate_dataset(
             args.dataset, args.out, sequences=names, backend=args.backend, model=args.model,
             device=args.device, resolution=args.resolution, progress=not args.no_progress,
-            video=args.video)
+            video=args.video, target_confidence=args.target_confidence)
     except (VosError, ValueError, OSError) as error:
         print(f'vos_eval: error: {error}', file=sys.stderr)
         return 1
@@ -409,6 +432,14 @@ def main(argv=None):
                    f'({scored} of {len(results)} sequences scored')
     else:
         summary = f'no ground truth beyond first frames ({len(results)} sequences'
+    paths = {}
+    for result in results:
+        for path, count in result.paths.items():
+            paths[path] = paths.get(path, 0) + count
+    if paths.get('cheap'):
+        total = sum(paths.values())
+        summary += (f'; full model on {100.0 * paths.get("full", 0) / total:.0f} %, cheap path '
+                    f'on {100.0 * paths["cheap"] / total:.0f} % of frames')
     print(f'{summary}, {mean["frames"]} frames, {mean["fps"]} fps) -> '
           f'{os.path.join(args.out, RESULTS_NAME)}')
     return 0

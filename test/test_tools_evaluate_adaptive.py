@@ -1,0 +1,63 @@
+"""vos_eval --target-confidence (issue 15) on a synthetic DAVIS folder."""
+
+import os
+
+import numpy as np
+import pytest
+
+from vos_ros.core.labels import read_labels
+from vos_ros.core.synthetic import make_clip
+from vos_ros.core.synthetic import write_davis
+from vos_ros.tools import evaluate
+
+pytest.importorskip('torch')
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp('davis')
+    write_davis(root, 'aa', make_clip(num_frames=12, num_objects=2, seed=31, width=96,
+                                      height=72), masks='all')
+    return root
+
+
+def _run(args, capsys):
+    code = evaluate.main([str(a) for a in args] + ['--no-progress'])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _masks(folder):
+    names = sorted(os.listdir(folder))
+    return [read_labels(os.path.join(folder, name)) for name in names]
+
+
+def test_target_100_equals_the_full_backend_and_lower_targets_use_the_cheap_path(
+        dataset, tmp_path, capsys):
+    code, out, err = _run([dataset, '--backend', 'embedding', '--out', tmp_path / 'plain'],
+                          capsys)
+    assert code == 0, err
+    code, out, err = _run([dataset, '--backend', 'embedding', '--target-confidence', '100',
+                           '--out', tmp_path / 'hundred'], capsys)
+    assert code == 0, err
+    assert 'cheap path' not in out
+    for plain, hundred in zip(_masks(tmp_path / 'plain' / 'aa'),
+                              _masks(tmp_path / 'hundred' / 'aa')):
+        np.testing.assert_array_equal(plain, hundred)
+    code, out, err = _run([dataset, '--backend', 'embedding', '--target-confidence', '0',
+                           '--out', tmp_path / 'zero'], capsys)
+    assert code == 0, err
+    # 11 propagated frames: 8 cheap, one forced full run, 2 cheap again
+    assert 'full model on 8 %, cheap path on 83 % of frames' in out
+    assert len(_masks(tmp_path / 'zero' / 'aa')) == 12
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--target-confidence', '101'], '0..100'),
+    (['--target-confidence', '-3'], '0..100'),
+    (['--backend', 'flow', '--target-confidence', '50'], 'flow is the cheap path'),
+])
+def test_bad_targets(dataset, tmp_path, capsys, args, message):
+    code, out, err = _run([dataset, '--out', tmp_path / 'out'] + args, capsys)
+    assert code != 0
+    assert message in err and err.count('\n') == 1
