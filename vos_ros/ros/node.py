@@ -25,6 +25,7 @@ import numpy as np
 from rcl_interfaces.msg import FloatingPointRange
 from rcl_interfaces.msg import IntegerRange
 from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -36,6 +37,8 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
 from vos_ros.core.backends import available_backends
+from vos_ros.core.backends.adaptive import AdaptiveBackend
+from vos_ros.core.backends.adaptive import DEFAULT_TARGET
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends import DEFAULT_BACKEND
 from vos_ros.core.device import resolve_device
@@ -107,6 +110,14 @@ PARAMETERS = {
     'overlay_alpha': (
         0.5, 'Opacity of object colours in the overlay.', False,
         {'floating_point_range': [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
+    'target_confidence': (
+        -1, 'Effort, 0-100 (issue 15): the cheap path (flow) runs while its estimated '
+        'confidence (a predicted IoU, %) stays >= this, the full model otherwise or after a '
+        'few cheap frames; 100 = full model every frame. -1 = the backend default (adaptive: '
+        f'{DEFAULT_TARGET}, chosen by measurement; memory, embedding: 100). Changeable at run '
+        'time; when the node falls behind the camera it lowers its effective target before '
+        'dropping frames (/diagnostics says so). No effect with backend flow.', False,
+        {'integer_range': [IntegerRange(from_value=-1, to_value=100, step=1)]}),
     'diagnostics_period': (
         1.0, 'Seconds between /diagnostics messages.', True,
         {'floating_point_range': [FloatingPointRange(from_value=0.1, to_value=60.0,
@@ -176,12 +187,15 @@ class VosNode(Node):
         if used != device:
             self.get_logger().info(f'backend {settings["backend"]} takes no device; it runs on '
                                    f'the CPU (device {device} unused)')
+        backend = self._adaptive_backend(backend, settings['target_confidence'])
         config = SessionConfig()
         if settings['resolution'] >= 0:
             config.resolution = settings['resolution']
         self.session = Session(backend, config)
         described = backend.describe() if hasattr(backend, 'describe') else {}
         self._backend_name = str(described.get('backend', settings['backend']))
+        if self._adaptive is not None:
+            self._backend_name = f'adaptive: {described["full"]} + {described["cheap"]}'
         self._device = str(described.get('device', used))
 
         # State shared between the executor thread and the worker, guarded by _cond.
@@ -201,6 +215,12 @@ class VosNode(Node):
         self._image_size = None
         self._throttle = {}
         self._last_diag_dropped = 0
+        # Effort control (adaptive backends): recent paths, input interval and step time.
+        self._paths = collections.deque(maxlen=300)
+        self._last_received = None
+        self._interval_ema = None
+        self._step_ema = None
+        self._effort_drops = 0
 
         self._pub = self.create_publisher(Image, 'segmentation', output_qos())
         # Always advertised so publish_overlay can be switched on at run time; it costs
@@ -227,6 +247,7 @@ class VosNode(Node):
         self._reset_srv = self.create_service(Trigger, '~/reset', self._on_reset)
         self._diag_timer = self.create_timer(settings['diagnostics_period'],
                                              self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._worker = threading.Thread(target=self._work, name='vos_worker', daemon=True)
         self._worker.start()
@@ -308,11 +329,95 @@ class VosNode(Node):
                              f'{settings["input_reliability"]!r}')
         return settings
 
+    # -- effort (target_confidence) ----------------------------------------------------------
+
+    def _adaptive_backend(self, backend, target):
+        """Return the backend the session runs: adaptive for every backend with a full model.
+
+        Backends that are not adaptive (memory, embedding) are wrapped at target 100 (unless
+        ``target`` says otherwise), which gives exactly their own results, so that the target
+        can change at run time and the node can lower its effort when it falls behind.
+        """
+        self._adaptive = None
+        self._default_target = None
+        if isinstance(backend, AdaptiveBackend):
+            self._adaptive = backend
+        elif getattr(backend, 'name', '') != 'flow':
+            self._adaptive = AdaptiveBackend(full=backend, target_confidence=100)
+        else:
+            if target >= 0:
+                self.get_logger().info('parameter target_confidence has no effect with backend '
+                                       'flow (it is the cheap path itself)')
+            return backend
+        self._default_target = self._adaptive.target_confidence
+        self._requested_target = self._default_target if target < 0 else float(target)
+        self._effort_offset = 0.0
+        self._adaptive.set_target(self._requested_target)
+        return self._adaptive
+
+    def _on_set_parameters(self, parameters):
+        """Apply a new target_confidence at run time (the descriptor checked its range)."""
+        for parameter in parameters:
+            if parameter.name != 'target_confidence':
+                continue
+            if self._adaptive is None:
+                return SetParametersResult(
+                    successful=False, reason='target_confidence has no effect with backend '
+                    'flow (it is the cheap path itself)')
+            value = int(parameter.value)
+            target = self._default_target if value < 0 else float(value)
+            with self._cond:
+                self._requested_target = target
+                self._effort_offset = 0.0
+            self.get_logger().info(f'target_confidence {target:g} from the next frame')
+        return SetParametersResult(successful=True)
+
+    def _adapt_effort(self, step_ms, backlog, drops):
+        """Lower the effective target when the node falls behind the camera; restore it later.
+
+        Behind: a frame was dropped since the last step, or one was already waiting when the
+        worker got free while steps take more than 90 % of the input interval. Both lower the
+        effective target (by 10 and 5 points); steps under 60 % of the interval raise it back
+        a point per frame. A client that waits for each answer (lock-step) never leaves a frame
+        waiting, so it is never judged behind.
+        """
+        self._step_ema = step_ms if self._step_ema is None else \
+            0.8 * self._step_ema + 0.2 * step_ms
+        if self._adaptive is None:
+            return
+        with self._cond:
+            interval = self._interval_ema
+            requested = self._requested_target
+            offset = self._effort_offset
+        load = self._step_ema / (interval * 1000.0) if interval else 0.0
+        if drops:
+            offset += 10.0
+        elif backlog and load > 0.9:
+            offset += 5.0
+        elif load < 0.6:
+            offset -= 1.0
+        offset = min(max(offset, 0.0), requested)
+        with self._cond:
+            if requested == self._requested_target:  # not changed meanwhile
+                self._effort_offset = offset
+        effective = requested - offset
+        if effective != self._adaptive.target_confidence:
+            if effective < self._adaptive.target_confidence:
+                self._log_throttled('info', 'effort', (
+                    f'falling behind the camera: target_confidence lowered to {effective:g} '
+                    f'(requested {requested:g})'), period=10.0)
+            self._adaptive.set_target(effective)
+
     # -- callbacks (executor thread: never run the model here) ------------------------------
 
     def _on_image(self, msg):
         received = time.monotonic()
         with self._cond:
+            if self._last_received is not None:
+                interval = received - self._last_received
+                self._interval_ema = interval if self._interval_ema is None else \
+                    0.8 * self._interval_ema + 0.2 * interval
+            self._last_received = received
             self._stats['received'] += 1
             if self._slot is not None:
                 self._stats['dropped'] += 1
@@ -351,10 +456,14 @@ class VosNode(Node):
     def _work(self):
         while True:
             with self._cond:
+                # A frame already waiting when the worker gets free: it is the bottleneck.
+                backlog = self._slot is not None
                 while self._slot is None and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
+                drops = self._stats['dropped'] - self._effort_drops
+                self._effort_drops = self._stats['dropped']
                 msg, received = self._slot
                 self._slot = None
                 reset = self._reset_pending
@@ -362,7 +471,7 @@ class VosNode(Node):
                 annotation = self._pending_annotation
                 self._pending_annotation = None
             try:
-                self._process(msg, received, reset, annotation)
+                self._process(msg, received, reset, annotation, backlog, drops)
             except Exception as error:  # the node must outlive any one bad frame
                 if self._stopping or not rclpy.ok(context=self.context):
                     return
@@ -370,7 +479,7 @@ class VosNode(Node):
                 self._log_throttled('error', 'step', f'frame failed and was skipped: '
                                     f'{type(error).__name__}: {error}')
 
-    def _process(self, msg, received, reset, annotation):
+    def _process(self, msg, received, reset, annotation, backlog=False, drops=0):
         if reset:
             self.session.reset()
             self._needs_file_annotation = self._file_annotation is not None
@@ -409,6 +518,11 @@ class VosNode(Node):
                 f'waiting for an annotation: set parameter annotation_path or publish a label '
                 f'map on {self._annotation_sub.topic_name}'), period=10.0)
             return
+        if self._adaptive is not None:  # a target set at run time applies from this frame
+            with self._cond:
+                effective = self._requested_target - self._effort_offset
+            if effective != self._adaptive.target_confidence:
+                self._adaptive.set_target(effective)
         tic = time.monotonic()
         result = self.session.step(image, mask)
         step_ms = (time.monotonic() - tic) * 1000.0
@@ -419,6 +533,8 @@ class VosNode(Node):
             self._latencies.append((done - received) * 1000.0)
             self._step_times.append(step_ms)
             self._publish_times.append(done)
+            self._paths.append(result.path)
+        self._adapt_effort(step_ms, backlog, drops)
         if self._overlay_pub.get_subscription_count() > 0 \
                 and self.get_parameter('publish_overlay').value:
             alpha = float(self.get_parameter('overlay_alpha').value)
@@ -441,6 +557,13 @@ class VosNode(Node):
         stats['latency_p95_ms'] = float(np.percentile(latencies, 95)) if latencies.size else 0.0
         stats['step_p50_ms'] = float(np.percentile(steps, 50)) if steps.size else 0.0
         stats['step_p95_ms'] = float(np.percentile(steps, 95)) if steps.size else 0.0
+        with self._cond:
+            paths = list(self._paths)
+        for path in ('full', 'cheap', 'given'):
+            stats[f'path_{path}_share'] = paths.count(path) / len(paths) if paths else 0.0
+        if self._adaptive is not None:
+            stats['target_confidence'] = self._requested_target
+            stats['effective_target'] = self._adaptive.target_confidence
         return stats
 
     def _publish_diagnostics(self):
@@ -458,9 +581,21 @@ class VosNode(Node):
         elif new_drops:
             status.level = DiagnosticStatus.WARN
             status.message = f'dropping frames: inference slower than input ({new_drops} new)'
+            if self._adaptive is not None and \
+                    stats['effective_target'] < stats['target_confidence']:
+                status.message += (f'; target_confidence lowered to '
+                                   f'{stats["effective_target"]:g} (requested '
+                                   f'{stats["target_confidence"]:g})')
             self._log_throttled('info', 'dropped', (
                 f'dropped {stats["dropped"]} of {stats["received"]} frames so far: '
                 'inference is slower than the camera'), period=10.0)
+        elif self._adaptive is not None and \
+                stats['effective_target'] < stats['target_confidence']:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f'behind the camera: target_confidence lowered to '
+                              f'{stats["effective_target"]:g} (requested '
+                              f'{stats["target_confidence"]:g}) to keep up without dropping '
+                              'frames')
         else:
             status.level = DiagnosticStatus.OK
             status.message = 'tracking'
@@ -478,7 +613,14 @@ class VosNode(Node):
             'objects': ' '.join(str(i) for i in self.session.object_ids),
             'backend': self._backend_name,
             'device': self._device,
+            # share of the recent results (last 300) each path produced
+            'path_full_share': f'{stats["path_full_share"]:.3f}',
+            'path_cheap_share': f'{stats["path_cheap_share"]:.3f}',
+            'path_given_share': f'{stats["path_given_share"]:.3f}',
         }
+        if self._adaptive is not None:
+            values['target_confidence'] = f'{stats["target_confidence"]:g}'
+            values['effective_target'] = f'{stats["effective_target"]:g}'
         status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
