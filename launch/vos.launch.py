@@ -2,7 +2,7 @@
 
 Example:
   ros2 launch vos_ros vos.launch.py image_topic:=/camera/image_raw \
-      annotation_path:=/data/first_mask.png device:=cuda
+      annotation_path:=/data/first_mask.png device:=cuda target_confidence:=80
 
 Arguments given on the command line override the parameter file; arguments left empty keep the
 file's values. With namespace:=robot1 the default topics are /robot1/image and
@@ -28,7 +28,12 @@ PARAMETER_ARGUMENTS = {
     'model_path': 'Model file for backends that load one; empty: keep the file value.',
     'device': 'auto, cpu, cuda or cuda:N; empty: keep the file value.',
     'backend': 'Segmentation backend; empty: keep the file value.',
+    'target_confidence': 'Effort 0-100 (100 = full model every frame, -1 = backend default); '
+                         'empty: keep the file value.',
 }
+
+#: Launch arguments whose text becomes a number (the node refuses a string for them).
+INTEGER_ARGUMENTS = ('target_confidence',)
 
 
 def _node(context):
@@ -36,6 +41,12 @@ def _node(context):
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
+            if name in INTEGER_ARGUMENTS:
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f'launch argument {name}: expected an integer, got '
+                                     f'{value!r}') from None
             overrides[name] = value
     parameters = [LaunchConfiguration('params_file').perform(context)]
     if overrides:

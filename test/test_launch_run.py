@@ -273,6 +273,19 @@ def test_default_backend_and_topics_from_the_installed_config(launch, clip, anno
     _assert_clean_exit(launched)
 
 
+def test_target_confidence_argument_reaches_the_node_as_an_integer(launch, clip, annotations):
+    launched = launch(annotation_path=annotations[1], backend='embedding', device='cpu',
+                      target_confidence='60')
+    with launched.client(image_topic='/image', segmentation_topic='/segmentation') as client:
+        _connect(launched, client)
+        values = _parameters(client, '/vos_node', ('backend', 'target_confidence'))
+        assert values == {'backend': 'embedding', 'target_confidence': 60}
+        answers = _drive(client, clip, 3, timeout=60.0)
+        assert sum(labels is not None for labels in answers) >= 2, launched.output()
+    assert 'with backend adaptive: embedding + flow' in launched.output()
+    _assert_clean_exit(launched)
+
+
 def test_launch_testing_integration_test_passes(launch_env, tmp_path):
     if 'launch_testing.pytest.hooks' in sys.modules:
         pytest.skip('pytest collects test_launch_integration.py itself (launch_testing plugin)')
