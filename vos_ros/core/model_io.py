@@ -5,12 +5,16 @@ Metadata keys (``vos.json``):
 - ``kind``: what the module computes; ``embedding`` = ``[1,3,H,W]`` -> ``[1,D,h,w]`` per-pixel
   embeddings (PML family); ``memory`` = a space-time memory network (STM/MiVOS/STCN family,
   ``vos_ros.core.models.memory_net``) whose exported methods ``encode_key``, ``encode_value``,
-  ``read_memory`` and ``segment`` the ``memory`` backend calls. Unknown kinds are refused.
+  ``read_memory`` and ``segment`` the ``memory`` backend calls; ``box`` = the box-and-clicks
+  annotation network (``vos_ros.core.models.box_net``, exported ``encode`` and ``decode``,
+  used by ``vos_ros.core.interactive``). Unknown kinds are refused.
 - ``format_version``: version of this metadata layout (currently 1).
 - ``mean``, ``std``: per-channel RGB normalisation on the 0..255 scale, applied before the model.
 - ``stride``: input pixels per embedding pixel; ``input_multiple``: H and W must be multiples.
 - ``embedding_dim``: D; ``normalized``: whether embeddings are unit vectors (``embedding``).
 - ``key_dim``, ``value_dim``, ``top_k``: key and value channels and read-out top-k (``memory``).
+- ``crop_size``: side of the square crop the ``box`` model runs on; ``context`` (box share
+  added on every side), ``click_radius`` (crop pixels) describe the crop and the click discs.
 - ``resolution``: shorter image side the model was trained at (a sensible inference size).
 - ``training_data``, ``version``, ``created``: provenance (free-form).
 
@@ -33,11 +37,12 @@ META_FILE = 'vos.json'
 #: Metadata layout version written by this code.
 FORMAT_VERSION = 1
 #: Model kinds this package can run.
-KNOWN_KINDS = ('embedding', 'memory')
+KNOWN_KINDS = ('embedding', 'memory', 'box')
 #: Keys every model's metadata must have.
 REQUIRED_KEYS = ('kind', 'format_version', 'mean', 'std', 'stride')
 #: Further keys each kind must have (positive integers).
-KIND_KEYS = {'embedding': ('embedding_dim',), 'memory': ('key_dim', 'value_dim')}
+KIND_KEYS = {'embedding': ('embedding_dim',), 'memory': ('key_dim', 'value_dim'),
+             'box': ('crop_size',)}
 #: Defaults for optional keys.
 DEFAULTS = {'input_multiple': 1, 'normalized': False, 'resolution': 0, 'training_data': None,
             'version': '0', 'input_min_size': 16}
