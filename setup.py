@@ -55,6 +55,7 @@ setup(
             'vos_node = vos_ros.ros.node:main',
             'annotate = vos_ros.tools.annotate:main',
             'vos_train = vos_ros.tools.train:main',
+            'vos_train_box = vos_ros.tools.train_box:main',
             'vos_eval = vos_ros.tools.evaluate:main',
             'vos_export = vos_ros.tools.export:main',
             'vos_make_bag = vos_ros.tools.make_bag:main',

@@ -69,6 +69,9 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
         raise ModelError(f'cannot read checkpoint {checkpoint_path}: {error}') from error
     if train_meta.get('kind') == 'memory':
         return _export_memory(checkpoint, out_path, version, resolution)
+    if train_meta.get('kind') == 'box':
+        from vos_ros.tools.train_box import export_checkpoint as export_box
+        return export_box(checkpoint_path, out_path, version, checkpoint=checkpoint)
     model = build_model(arch, **kwargs)
     model.load_state_dict(state)
     model.eval()
@@ -184,6 +187,7 @@ def main(argv=None):
         return 2
     size_mb = os.path.getsize(args.out) / 1e6
     sizes = (f'D={meta["embedding_dim"]}' if meta['kind'] == 'embedding'
+             else f'crop {meta["crop_size"]}' if meta['kind'] == 'box'
              else f'key {meta["key_dim"]}, value {meta["value_dim"]}')
     print(f'vos_export: wrote {args.out} ({size_mb:.2f} MB): kind {meta["kind"]}, '
           f'{sizes}, stride {meta["stride"]}, version {meta["version"]}')
