@@ -1,81 +1,218 @@
-"""Box-only annotation quality: vos_ros box_to_mask against plain cv2.grabCut, same run.
+"""First-frame annotation quality: the box model beside GrabCut, box only and 1/3/5 clicks.
 
-For the first frame of every sequence in the given DAVIS-layout roots, the box is the tight
-bounding box of the ground-truth mask (all objects together, as DAVIS-2016 has one). Prints
-per-sequence IoU and time for both methods, the means and the time ratio.
+Images: the first frame (``--frame``) of every sequence in the given DAVIS-layout roots
+(``--sequences-file`` limits them; the box model's hold-out is ``bench/memory_holdout.txt``)
+and the last ``--ecssd-last`` images of an ECSSD folder (``--ecssd``; the box model never
+trained on them). The box is the tight bounding box of the ground truth (``--loosen`` grows
+it). Clicks are simulated as interactive-segmentation benchmarks do: each next click at the
+centre of the largest error region, positive on missed object, negative on wrong background.
+The model refines its last mask with each click (as the window does); GrabCut takes all
+clicks at once (as ``annotate --box … --points …`` did before the model). Prints per-image IoU
+and time, then mean and worst per method and data set. ``--cli N`` also times the
+``annotate`` command itself (process start-up included) on the first N images.
 
     .venv/bin/python bench/annotate_quality.py ../shared/data/davis2016/train \
-        ../shared/data/davis2016/examples
+        --sequences-file bench/memory_holdout.txt --ecssd ../shared/data/ecssd \
+        --methods grabcut,model --cli 8
 """
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
-from vos_ros.core.annotation import box_to_mask
 from vos_ros.core.annotation import check_box
 from vos_ros.core.annotation import grabcut_rect
 from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import read_image
 from vos_ros.core.errors import VosError
-from vos_ros.core.metrics import db_eval_iou
+from vos_ros.core.interactive import iou
+from vos_ros.core.interactive import next_click
+from vos_ros.core.interactive import PromptSegmenter
+from vos_ros.core.labels import read_labels
+
+REPORTED_CLICKS = (1, 3, 5)
 
 
-def first_frames(roots, frame=0):
-    """Yield ``(name, image, gt_bool)`` for frame ``frame`` of every sequence under the roots."""
+def first_frames(roots, frame=0, names=None):
+    """Yield ``(set, name, image_path, image, truth)`` for a frame of every sequence."""
     for root in roots:
         dataset = Dataset(root)
         for name in dataset.sequence_names():
+            if names and name not in names:
+                continue
             sequence = dataset.sequence(name)
-            yield name, sequence.read_frame(frame), sequence.read_mask(frame) > 0
+            yield ('davis', name, sequence.frame_paths[frame], sequence.read_frame(frame),
+                   sequence.read_mask(frame) > 0)
+
+
+def ecssd_images(root, last):
+    """Yield the last ``last`` ECSSD images by name (the box model's image hold-out)."""
+    from vos_ros.tools.train_box import ecssd_holdout_items
+
+    for image_path, mask_path in ecssd_holdout_items(root, last):
+        yield ('ecssd', os.path.basename(image_path), image_path, read_image(image_path),
+               cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE) > 127)
+
+
+def read_names(path):
+    with open(path, encoding='utf-8') as handle:
+        return {line.split('#', 1)[0].strip() for line in handle} - {''}
+
+
+def tight_box(truth, loosen=0.0):
+    ys, xs = np.nonzero(truth)
+    pad_x = loosen * (xs.max() - xs.min() + 1)
+    pad_y = loosen * (ys.max() - ys.min() + 1)
+    return check_box((xs.min() - pad_x, ys.min() - pad_y, xs.max() + pad_x, ys.max() + pad_y),
+                     truth.shape[1], truth.shape[0])
+
+
+def run_method(segmenter, method, image, truth, box, clicks):
+    """Return ([IoU after 0..clicks clicks], box seconds, [click seconds])."""
+    start = time.perf_counter()
+    if method == 'cv2':
+        mask = grabcut_rect(image, box)
+    else:
+        mask = segmenter.box(image, box)
+    box_time = time.perf_counter() - start
+    scores, click_times, done = [iou(mask, truth)], [], []
+    for _ in range(clicks if method != 'cv2' else 0):
+        click = next_click(mask, truth)
+        if click is None:
+            scores.append(1.0)
+            continue
+        done.append((click[0], click[1], int(click[2])))
+        start = time.perf_counter()
+        if method == 'model':
+            mask = segmenter.refine(image, done, box=box, previous=mask)
+        else:
+            mask = segmenter.clicks(image, done, box=box)
+        click_times.append(time.perf_counter() - start)
+        scores.append(iou(mask, truth))
+    return scores, box_time, click_times
+
+
+def cli_times(items, count, out_dir):
+    """Time ``annotate --image F --box B --out O`` (new process each) on the first items."""
+    exe = shutil.which('annotate', path=os.path.dirname(sys.executable)) or 'annotate'
+    rows = []
+    for _, name, path, image, truth in items[:count]:
+        box = tight_box(truth)
+        out = os.path.join(out_dir, f'{name}.png')
+        start = time.perf_counter()
+        result = subprocess.run([exe, '--image', path, '--box', ','.join(map(str, box)),
+                                 '--out', out, '--force'], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            print(f'{name}: annotate failed: {result.stderr.strip()}', file=sys.stderr)
+            continue
+        labels = read_labels(out)
+        rows.append((name, iou(labels > 0, truth), seconds, labels.shape == truth.shape))
+    return rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('roots', nargs='+', help='DAVIS-layout dataset folders')
-    parser.add_argument('--iterations', type=int, default=5, help='GrabCut iterations (both)')
-    parser.add_argument('--frame', type=int, default=0, help='frame index to annotate')
+    parser.add_argument('roots', nargs='*', help='DAVIS-layout dataset folders')
+    parser.add_argument('--sequences-file', help='only these sequences of the roots')
+    parser.add_argument('--ecssd', help='ECSSD folder: its last --ecssd-last images are used')
+    parser.add_argument('--ecssd-last', type=int, default=50, help='ECSSD images (last by name)')
+    parser.add_argument('--methods', default='grabcut,model',
+                        help='comma list of cv2 (plain cv2.grabCut, box only), grabcut '
+                             '(vos_ros GrabCut, the fallback), model (the box model)')
+    parser.add_argument('--model', default=None, help='box model file (default: shipped)')
+    parser.add_argument('--clicks', type=int, default=5, help='simulated clicks per image')
+    parser.add_argument('--frame', type=int, default=0, help='frame index of DAVIS sequences')
     parser.add_argument('--loosen', type=float, default=0.0,
-                        help='grow the tight box by this fraction of its size on every side '
-                             '(a hand-drawn box is rarely tight)')
+                        help='grow the tight box by this fraction of its size on every side')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
+    parser.add_argument('--cli', type=int, default=0, metavar='N',
+                        help='also time the annotate command (start-up included) on N images')
     args = parser.parse_args(argv)
-    rows = []
+    methods = [m for m in args.methods.split(',') if m]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
-        items = list(first_frames(args.roots, args.frame))
-    except VosError as error:
+        names = read_names(args.sequences_file) if args.sequences_file else None
+        items = list(first_frames(args.roots, args.frame, names))
+        if args.ecssd:
+            items += list(ecssd_images(args.ecssd, args.ecssd_last))
+    except (VosError, OSError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 1
-    for name, image, truth in tqdm(items, desc='sequences', leave=False):
-        if not truth.any():
+    items = [item for item in items if item[4].any()]
+    if not items:
+        print('error: no images with an object', file=sys.stderr)
+        return 1
+    segmenters = {m: PromptSegmenter('grabcut' if m == 'cv2' else m, args.model)
+                  for m in methods}
+    start = time.perf_counter()
+    if 'model' in segmenters:
+        model = segmenters['model'].model
+        print(f'model {model.path} ({model.meta.get("version")}) loaded in '
+              f'{time.perf_counter() - start:.2f} s')
+    results = {m: [] for m in methods}
+    for data, name, _, image, truth in tqdm(items, desc='images', leave=False):
+        box = tight_box(truth, args.loosen)
+        for method in methods:
+            results[method].append(run_method(segmenters[method], method, image, truth, box,
+                                              args.clicks))
+    shown = [k for k in REPORTED_CLICKS if k <= args.clicks]
+    header = f'{"image":24s}' + ''.join(
+        f' {m[:7] + ":box":>11s}' + ''.join(f' {f"{k}cl":>5s}' for k in shown) for m in methods)
+    print(header)
+    for index, (data, name, *_rest) in enumerate(items):
+        line = f'{data[0]}:{name:22s}'
+        for method in methods:
+            scores = results[method][index][0]
+            line += f' {scores[0]:11.3f}' + ''.join(
+                f' {scores[k]:5.3f}' if k < len(scores) else f' {"-":>5s}' for k in shown)
+        print(line)
+    print()
+    print(f'{"summary":28s} {"n":>3s} {"box mean":>8s} {"worst":>6s}'
+          + ''.join(f' {f"{k}cl mean":>8s}' for k in shown)
+          + f' {"t_box s":>7s} {"t_click s":>9s}')
+    for data in ('davis', 'ecssd', 'all'):
+        chosen = [i for i, item in enumerate(items) if data in ('all', item[0])]
+        if not chosen:
             continue
-        ys, xs = np.nonzero(truth)
-        pad_x = args.loosen * (xs.max() - xs.min() + 1)
-        pad_y = args.loosen * (ys.max() - ys.min() + 1)
-        box = check_box((xs.min() - pad_x, ys.min() - pad_y, xs.max() + pad_x,
-                         ys.max() + pad_y), truth.shape[1], truth.shape[0])
-        start = time.perf_counter()
-        baseline = grabcut_rect(image, box, args.iterations)
-        time_baseline = time.perf_counter() - start
-        start = time.perf_counter()
-        ours = box_to_mask(image, box, args.iterations)
-        time_ours = time.perf_counter() - start
-        rows.append((name, db_eval_iou(truth, baseline), db_eval_iou(truth, ours),
-                     time_baseline, time_ours))
-    print(f'{"sequence":22s} {"grabcut":>8s} {"vos_ros":>8s} {"t_gc":>6s} {"t_ours":>6s}')
-    for name, iou_gc, iou_ours, t_gc, t_ours in rows:
-        print(f'{name:22s} {iou_gc:8.3f} {iou_ours:8.3f} {t_gc:6.2f} {t_ours:6.2f}')
-    table = np.array([row[1:] for row in rows], dtype=np.float64)
-    mean = table.mean(axis=0)
-    print(f'{"mean (" + str(len(rows)) + ")":22s} {mean[0]:8.3f} {mean[1]:8.3f} '
-          f'{mean[2]:6.2f} {mean[3]:6.2f}')
-    print(f'mean IoU gain over GrabCut: {mean[1] - mean[0]:+.3f}; time ratio ours/grabcut: '
-          f'{mean[3] / max(mean[2], 1e-9):.2f}; sequences improved: '
-          f'{int((table[:, 1] > table[:, 0] + 0.01).sum())}, worse: '
-          f'{int((table[:, 1] < table[:, 0] - 0.01).sum())}')
+        for method in methods:
+            rows = [results[method][i] for i in chosen]
+            box_scores = np.array([r[0][0] for r in rows])
+            line = (f'{data + " " + method:28s} {len(rows):3d} {box_scores.mean():8.3f} '
+                    f'{box_scores.min():6.3f}')
+            for k in shown:
+                values = [r[0][k] for r in rows if k < len(r[0])]
+                line += f' {np.mean(values):8.3f}' if values else f' {"-":>8s}'
+            clicks = [t for r in rows for t in r[2]]
+            line += (f' {np.mean([r[1] for r in rows]):7.3f}'
+                     f' {np.mean(clicks) if clicks else float("nan"):9.3f}')
+            print(line)
+    if args.cli > 0:
+        with tempfile.TemporaryDirectory() as out_dir:
+            rows = cli_times(items, args.cli, out_dir)
+        print()
+        print(f'annotate command (new process per image, start-up included), '
+              f'{len(rows)} images:')
+        for name, score, seconds, same_size in rows:
+            print(f'  {name:22s} IoU {score:.3f}  {seconds:5.2f} s'
+                  f'{"" if same_size else "  WRONG SIZE"}')
+        if rows:
+            times = [r[2] for r in rows]
+            print(f'  mean IoU {np.mean([r[1] for r in rows]):.3f}, time mean {np.mean(times):.2f}'
+                  f' s, max {max(times):.2f} s')
     return 0
 
 

@@ -8,9 +8,11 @@ CompressedImage; ``--topic`` may be left out when the bag has one image topic); 
 alone grabs one frame live from a running camera.
 
 Hints (headless): ``--box x0,y0,x1,y1`` (repeatable; ``--object ID`` per box, default 1, 2, …),
-``--points x,y,label …`` (label 1 object, 0 background; with one box they refine it, with none
-they alone mark object ``--object`` or 1), ``--from-mask PNG`` (any 0/255, gray-id, palette or
-colour mask, converted to the palette format). With a source and no hint the annotation window
+``--points x,y,label …`` (label 1 object, 0 background; with one box each click refines the
+box's mask in turn, with none they alone mark object ``--object`` or 1), ``--from-mask PNG``
+(any 0/255, gray-id, palette or colour mask, converted to the palette format). Boxes and clicks
+go to the learned box model shipped in the package (GrabCut when torch or the model is
+missing, or with ``--method grabcut``). With a source and no hint the annotation window
 opens (needs a display). The result is a palette PNG of the frame's size (``--out``);
 ``--publish`` also sends it to the node's ``~/annotation`` topic so tracking restarts on it.
 """
@@ -22,15 +24,15 @@ import time
 
 import cv2
 
-from vos_ros.core.annotation import box_to_mask
 from vos_ros.core.annotation import check_box
 from vos_ros.core.annotation import labels_from_masks
-from vos_ros.core.annotation import points_to_mask
 from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import list_images
 from vos_ros.core.davis import read_image
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
+from vos_ros.core.interactive import METHODS
+from vos_ros.core.interactive import PromptSegmenter
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
@@ -307,8 +309,15 @@ def covers_image(box, width, height):
             and y1 >= height - 1 - margin_y)
 
 
-def labels_from_hints(image, args):
+def make_segmenter(args):
+    """The box/click segmenter ``--method`` and ``--model`` ask for (loaded on first use)."""
+    return PromptSegmenter(getattr(args, 'method', None), getattr(args, 'model', None),
+                           log=lambda line: print(f'annotate: note: {line}', file=sys.stderr))
+
+
+def labels_from_hints(image, args, segmenter=None):
     """Build the label map the hint flags describe (ValueError / VosError on bad hints)."""
+    segmenter = make_segmenter(args) if segmenter is None else segmenter
     height, width = image.shape[:2]
     boxes = [check_box(parse_numbers(text, 4, '--box x0,y0,x1,y1'), width, height)
              for text in args.box or []]
@@ -331,7 +340,7 @@ def labels_from_hints(image, args):
         raise ValueError(f'--object ids must differ, got {ids}')
     masks = []
     if not boxes:
-        masks.append((ids[0], points_to_mask(image, points)))
+        masks.append((ids[0], segmenter.clicks(image, points)))
     for index, (object_id, box) in enumerate(zip(ids, boxes)):
         if len(boxes) == 1:
             mine = points
@@ -340,9 +349,10 @@ def labels_from_hints(image, args):
             mine = [p for p in points
                     if box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]]
         if mine:
-            masks.append((object_id, points_to_mask(image, mine, box=box)))
+            # the model refines the box's mask one click at a time, GrabCut takes them at once
+            masks.append((object_id, segmenter.clicks(image, mine, box=box)))
         else:
-            masks.append((object_id, box_to_mask(image, box)))
+            masks.append((object_id, segmenter.box(image, box)))
     for object_id, mask in masks:
         if not mask.any():
             raise DataError(f'object {object_id}: the hints gave an empty mask; draw a larger '
@@ -450,6 +460,11 @@ def build_parser():
                        help='clicks: label 1 on the object, 0 on the background')
     hints.add_argument('--from-mask', metavar='PNG',
                        help='convert an existing mask (0/255, ids, palette, colours)')
+    hints.add_argument('--method', choices=METHODS, default='auto',
+                       help='box/click segmentation: the learned box model (auto: when torch '
+                       'and the model load, else GrabCut, said once) or GrabCut')
+    hints.add_argument('--model', metavar='PT',
+                       help='box model file (default: the one shipped in vos_ros/data)')
     output = parser.add_argument_group('output')
     output.add_argument('--out', default=DEFAULT_OUT, help='palette PNG to write')
     output.add_argument('--force', action='store_true', help='overwrite --out if it exists')

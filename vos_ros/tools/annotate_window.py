@@ -1,7 +1,8 @@
 """The annotation window of ``annotate`` (Tkinter: Python's standard library, runs under Xvfb).
 
-Draw objects with a polygon, a brush, an eraser or a box (the headless box algorithm), refine
-with positive/negative scribbles, pick the object id 1-9, undo/redo, zoom and pan, change the
+Draw objects with a polygon, a brush, an eraser or a box (the learned box model, GrabCut as the
+fallback), refine with clicks or scribbles (each one updates the mask from the last result),
+pick the object id 1-9, undo/redo, zoom and pan, change the
 overlay opacity, step through the frames of a video, sequence or bag, then save the palette PNG
 (and optionally publish it to the running node). Press ``h`` for the list of keys.
 """
@@ -12,9 +13,7 @@ import sys
 import cv2
 import numpy as np
 
-from vos_ros.core.annotation import box_to_mask
 from vos_ros.core.annotation import check_box
-from vos_ros.core.annotation import refine_mask
 from vos_ros.core.errors import VosError
 from vos_ros.core.labels import DAVIS_PALETTE
 from vos_ros.core.labels import object_ids
@@ -33,6 +32,7 @@ KEYS = (
     ('b', 'brush tool: drag paints the current object'),
     ('e', 'eraser tool: drag erases (any object)'),
     ('r', 'box tool: drag a box, the object is segmented inside it'),
+    ('k', 'click refine: left-click object, right-click background'),
     ('s', 'scribble refine: left-drag object, right-drag background'),
     ('1-9', 'current object id (its palette colour)'),
     ('[ ]', 'brush / eraser / scribble size smaller, larger'),
@@ -67,14 +67,23 @@ def display_problem():
 class AnnotationWindow:
     """The Tk window and its editing state (labels of the shown frame, tools, history)."""
 
-    def __init__(self, root, source, args, publish=None):
+    def __init__(self, root, source, args, publish=None, segmenter=None):
         import tkinter
+
+        from vos_ros.core.interactive import PromptSegmenter
 
         self.tk = tkinter
         self.root = root
         self.source = source
         self.args = args
         self.publish = publish
+        if segmenter is None:
+            segmenter = PromptSegmenter(
+                getattr(args, 'method', None), getattr(args, 'model', None),
+                log=lambda line: print(f'annotate: note: {line}', file=sys.stderr))
+        self.segmenter = segmenter
+        # per object id: the box drawn and the clicks since (what the next click refines)
+        self.prompts = {}
         self.frame_index = max(0, int(getattr(args, 'frame', 0) or 0))
         self.image = source.read(self.frame_index)
         self.labels = np.zeros(self.image.shape[:2], np.uint8)
@@ -153,7 +162,8 @@ class AnnotationWindow:
         if event.state & 0x4:  # Control: handled by the specific bindings
             return
         key, char = event.keysym, event.char
-        tools = {'p': 'polygon', 'b': 'brush', 'e': 'eraser', 'r': 'box', 's': 'scribble'}
+        tools = {'p': 'polygon', 'b': 'brush', 'e': 'eraser', 'r': 'box', 's': 'scribble',
+                 'k': 'click'}
         if char in tools:
             self.tool = tools[char]
             self.polygon = []
@@ -172,6 +182,7 @@ class AnnotationWindow:
         elif char == 'c':
             self.push_undo()
             self.labels[self.labels == self.object_id] = 0
+            self.prompts.pop(self.object_id, None)
         elif char in ('+', '='):
             self.zoom_by(1.25)
         elif char == '-':
@@ -229,6 +240,8 @@ class AnnotationWindow:
         elif self.tool == 'box':
             self.drag_start = self._clip_point(*point)
             self.drag_end = self.drag_start
+        elif self.tool == 'click':
+            self.apply_click(self._clip_point(*point), positive=(button == 1))
         self.render()
 
     def on_drag(self, event, button):
@@ -281,6 +294,9 @@ class AnnotationWindow:
         self.redo_stack.clear()
 
     def undo(self):
+        # clicks refine the mask shown: after undo or redo they start again from it
+        for prompt in self.prompts.values():
+            prompt['clicks'] = []
         if self.undo_stack:
             self.redo_stack.append(self.labels)
             self.labels = self.undo_stack.pop()
@@ -290,6 +306,8 @@ class AnnotationWindow:
         self.render()
 
     def redo(self):
+        for prompt in self.prompts.values():
+            prompt['clicks'] = []
         if self.redo_stack:
             self.undo_stack.append(self.labels)
             self.labels = self.redo_stack.pop()
@@ -331,12 +349,51 @@ class AnnotationWindow:
             return
         self.set_busy(True)
         try:
-            mask = box_to_mask(self.image, box)
+            mask = self.segmenter.box(self.image, box)
         finally:
             self.set_busy(False)
         self.push_undo()
         self.labels[mask] = self.object_id
-        self.message = f'box -> object {self.object_id} ({int(mask.sum())} px)'
+        self.prompts[self.object_id] = {'box': box, 'clicks': [], 'frame': self.frame_index}
+        self.message = (f'box -> object {self.object_id} ({int(mask.sum())} px, '
+                        f'{self.segmenter.method})')
+
+    def _prompt(self):
+        """The current object's box and clicks on this frame (a fresh record otherwise)."""
+        prompt = self.prompts.get(self.object_id)
+        if prompt is None or prompt['frame'] != self.frame_index:
+            prompt = {'box': None, 'clicks': [], 'frame': self.frame_index}
+            self.prompts[self.object_id] = prompt
+        return prompt
+
+    def _replace_object(self, current, refined):
+        """Put a refined mask of the current object in place (never taking other objects)."""
+        self.push_undo()
+        self.labels[current & ~refined] = 0
+        self.labels[refined & ((self.labels == 0) | current)] = self.object_id
+
+    def apply_click(self, point, positive):
+        """Refine the current object with one click: the last mask plus all clicks so far."""
+        prompt = self._prompt()
+        current = self.labels == self.object_id
+        if not positive and not current.any() and prompt['box'] is None:
+            self.message = 'start an object with a box or a left (object) click'
+            return
+        clicks = prompt['clicks'] + [(point[0], point[1], 1 if positive else 0)]
+        self.set_busy(True)
+        try:
+            refined = self.segmenter.refine(self.image, clicks, box=prompt['box'],
+                                            previous=current)
+        except ValueError as error:
+            self.message = str(error)
+            return
+        finally:
+            self.set_busy(False)
+        prompt['clicks'] = clicks
+        self._replace_object(current, refined)
+        self.message = (f'{"object" if positive else "background"} click {len(clicks)} -> '
+                        f'object {self.object_id} ({int(refined.sum())} px, '
+                        f'{self.segmenter.method})')
 
     def apply_scribble(self, points, positive):
         """Refine the current object from one object (left) or background (right) stroke."""
@@ -347,17 +404,19 @@ class AnnotationWindow:
             cv2.polylines(stroke, [np.array(points, np.int32)], False, 1, self.radius * 2 + 1)
         stroke = stroke > 0
         current = self.labels == self.object_id
-        empty = np.zeros_like(stroke)
+        if not positive and not current.any():
+            self.message = 'a background scribble needs an object to refine'
+            return
+        prompt = self._prompt()
         self.set_busy(True)
         try:
-            refined = refine_mask(self.image, current, stroke if positive else empty,
-                                  empty if positive else stroke)
+            refined = self.segmenter.scribble(self.image, current,
+                                              stroke if positive else None,
+                                              None if positive else stroke, box=prompt['box'])
         finally:
             self.set_busy(False)
-        self.push_undo()
-        self.labels[current & ~refined] = 0
         # Refinement never takes pixels from other objects.
-        self.labels[refined & ((self.labels == 0) | current)] = self.object_id
+        self._replace_object(current, refined)
         self.message = (f'refined object {self.object_id} with a '
                         f'{"object" if positive else "background"} scribble')
 
@@ -535,6 +594,8 @@ def run_window(source, args):
         publish_labels(labels, args.annotation_topic, args.timeout, frame_id)
 
     window = AnnotationWindow(root, source, args, publish)
+    # load the box model while the user looks at the frame (the first box is then quick)
+    root.after(300, lambda: window.segmenter.method)
     root.mainloop()
     if not window.saved:
         print('annotate: window closed without saving', file=sys.stderr)

@@ -1,0 +1,136 @@
+"""``annotate`` with the box model: --method/--model, the GrabCut fallback, the window's clicks.
+
+A tiny randomly initialised model checks the plumbing (file in, palette PNG of the frame's size
+out, the model actually called); quality is bench/annotate_quality.py's business.
+"""
+
+import argparse
+
+import cv2
+import numpy as np
+from PIL import Image
+import pytest
+
+from vos_ros.core import interactive
+from vos_ros.core.labels import read_labels
+from vos_ros.tools import annotate
+
+
+def frame(height=96, width=128):
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(120, 6, (height, width, 3)), 0, 255).astype(np.uint8)
+    disc = np.zeros((height, width), np.uint8)
+    cv2.circle(disc, (40, 45), 18, 1, -1)
+    image[disc > 0] = (210, 40, 40)
+    return image, disc > 0
+
+
+def write_rgb(path, image):
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def tiny_model(tmp_path_factory):
+    torch = pytest.importorskip('torch')
+    from vos_ros.core import model_io
+    from vos_ros.core.models.box_net import BoxNet
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp('model') / 'box.pt'
+    model_io.save_model(torch.jit.script(BoxNet(width=16, pretrained=False).eval()), path, {
+        'kind': 'box', 'mean': [123.7, 116.3, 103.5], 'std': [58.4, 57.1, 57.4], 'stride': 2,
+        'input_multiple': 16, 'crop_size': 64})
+    return str(path)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Record every BoxModel.predict call (and pass it on)."""
+    calls = []
+    original = interactive.BoxModel.predict
+
+    def predict(self, image, box=None, positive=(), negative=(), previous=None, *args,
+                **kwargs):
+        calls.append((box, list(positive), list(negative), previous is not None))
+        return original(self, image, box, positive, negative, previous, *args, **kwargs)
+
+    monkeypatch.setattr(interactive.BoxModel, 'predict', predict)
+    return calls
+
+
+def test_box_and_clicks_go_to_the_model(tmp_path, tiny_model, spy, capsys):
+    image, disc = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    out = tmp_path / 'mask.png'
+    assert annotate.main(['--image', path, '--box', '22,27,58,63', '--points', '40,45,1',
+                          '90,20,0', '--model', tiny_model, '--method', 'model',
+                          '--out', str(out)]) == 0
+    with Image.open(out) as saved:
+        assert saved.mode == 'P' and saved.size == (128, 96)
+    # the box first, then one call per click with the last mask as the previous mask
+    assert [c[1:] for c in spy] == [([], [], False), ([(40, 45)], [], True),
+                                    ([(40, 45)], [(90, 20)], True)]
+    assert all(c[0] == (22, 27, 58, 63) for c in spy)
+    assert 'GrabCut' not in capsys.readouterr().err
+
+
+def test_grabcut_method_never_loads_the_model(tmp_path, spy):
+    image, disc = frame()
+    out = tmp_path / 'mask.png'
+    assert annotate.main(['--image', write_rgb(tmp_path / 'f.png', image), '--box',
+                          '22,27,58,63', '--method', 'grabcut', '--model', 'missing.pt',
+                          '--out', str(out)]) == 0
+    assert spy == []
+    labels = read_labels(out)
+    assert ((labels == 1) & disc).sum() / ((labels == 1) | disc).sum() > 0.85
+
+
+def test_missing_model_falls_back_to_grabcut_saying_so_once(tmp_path, capsys):
+    image, disc = frame()
+    interactive._SAID.clear()
+    out = tmp_path / 'mask.png'
+    assert annotate.main(['--image', write_rgb(tmp_path / 'f.png', image), '--box',
+                          '22,27,58,63', '--box', '80,10,120,40', '--model',
+                          str(tmp_path / 'none.pt'), '--out', str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count('using GrabCut') == 1 and 'none.pt' in err
+    labels = read_labels(out)
+    assert ((labels == 1) & disc).sum() / ((labels == 1) | disc).sum() > 0.85
+
+
+def test_method_model_without_a_model_is_an_error(tmp_path, capsys):
+    image, _ = frame()
+    assert annotate.main(['--image', write_rgb(tmp_path / 'f.png', image), '--box',
+                          '22,27,58,63', '--method', 'model', '--model',
+                          str(tmp_path / 'none.pt'), '--out', str(tmp_path / 'm.png')]) == 1
+    assert 'box model cannot be used' in capsys.readouterr().err
+
+
+def test_window_click_refines_with_the_model(tiny_model, spy):
+    """The window's click tool: one click -> the model with the box and all clicks so far."""
+    tkinter = pytest.importorskip('tkinter')
+    try:
+        root = tkinter.Tk()
+    except tkinter.TclError as error:
+        pytest.skip(f'no display for Tk: {error}')
+    from vos_ros.tools.annotate import ArraySource
+    from vos_ros.tools.annotate_window import AnnotationWindow
+
+    image, disc = frame()
+    args = argparse.Namespace(out='unused.png', force=False, frame=0, save_frame=None,
+                              annotation_topic='/vos_node/annotation', timeout=1.0,
+                              method='model', model=tiny_model)
+    try:
+        window = AnnotationWindow(root, ArraySource([image], 'test'), args)
+        window.apply_box((22, 27), (58, 63))
+        window.apply_click((40, 45), positive=True)
+        window.apply_click((90, 20), positive=False)
+        assert [c[1:3] for c in spy] == [([], []), ([(40, 45)], []), ([(40, 45)], [(90, 20)])]
+        assert all(c[0] == (22, 27, 58, 63) for c in spy)
+        assert 'click 2' in window.message and 'model' in window.message
+        window.undo()
+        window.apply_click((41, 46), positive=True)
+        assert spy[-1][1:3] == ([(41, 46)], [])
+    finally:
+        root.destroy()
