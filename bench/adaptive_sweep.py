@@ -1,0 +1,167 @@
+"""Sweep ``target_confidence`` on DAVIS-layout sequences: J&F against FPS, in one run (issue 15).
+
+Each configuration runs exactly as ``vos_eval`` runs it (``evaluate_dataset``: first-frame
+mask, every frame read and segmented, results at input size, the official J&F): the full model
+alone (``--full``, default ``memory``: the target-100 end), the adaptive backend at each
+``--targets`` value, and ``flow`` alone (the cheap end). FPS is frames over the wall time of
+reading and segmenting (as ``vos_eval``); ``startup s`` is the time to create the backend
+(model loading), and ``wall FPS`` counts it too. ``full %`` / ``cheap %`` are the shares of
+frames each path produced (the first frame of each sequence is the given mask).
+
+Writes ``OUT/sweep.csv`` and ``OUT/sweep.png`` (J&F against FPS) and prints the table. Pick the
+default target on sequences other than the hold-out (``bench/memory_dev.txt``), then report
+the hold-out (``bench/memory_holdout.txt``).
+
+Example::
+
+    nice -n 5 .venv/bin/python bench/adaptive_sweep.py ../shared/data/davis2016/train \\
+        --sequences-file bench/memory_holdout.txt --out out/adaptive_sweep/holdout
+"""
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+
+from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import create_backend_with_target
+from vos_ros.core.davis import read_sequences_file
+from vos_ros.tools.evaluate import evaluate_dataset
+
+COLUMNS = ('config', 'target', 'JF', 'J', 'F', 'fps', 'wall_fps', 'startup_s', 'speedup',
+           'full_pct', 'cheap_pct', 'frames')
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('root', help='DAVIS-layout dataset root')
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument('--sequences-file', default=None, help='one sequence name per line')
+    which.add_argument('--sequences', nargs='+', default=None, help='sequence names')
+    parser.add_argument('--targets', default='90,80,70,60,50,30,0',
+                        help='comma-separated targets below 100 (100 = the full model alone, '
+                             'always run)')
+    parser.add_argument('--full', default='memory', help='full-model backend')
+    parser.add_argument('--model', default=None, help='its model file (None = shipped)')
+    parser.add_argument('--max-cheap-frames', type=int, default=None,
+                        help='adaptive max_cheap_frames (None = the backend default)')
+    parser.add_argument('--no-flow', action='store_true', help='skip flow alone')
+    parser.add_argument('--out', default='out/adaptive_sweep', help='folder for csv and png')
+    parser.add_argument('--keep-masks', action='store_true',
+                        help='keep the masks of every configuration under OUT/masks')
+    return parser.parse_args(argv)
+
+
+def _configs(args):
+    options = {'model_path': args.model} if args.model else {}
+    adaptive = dict(options)
+    if args.max_cheap_frames is not None:
+        adaptive['max_cheap_frames'] = args.max_cheap_frames
+    configs = [(f'{args.full} (target 100)', 100.0,
+                lambda: create_backend(args.full, **options))]
+    for text in args.targets.split(','):
+        if not text.strip():
+            continue
+        target = float(text)
+        if not 0.0 <= target < 100.0:
+            raise ValueError(f'targets must lie in [0, 100), got {text}')
+        configs.append((f'adaptive {target:g}', target,
+                        lambda t=target: create_backend_with_target(
+                            'adaptive', t, full=args.full, **adaptive)))
+    if not args.no_flow:
+        configs.append(('flow', None, lambda: create_backend('flow')))
+    return configs
+
+
+def _plot(path, rows, title):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4.5))
+    adaptive = [r for r in rows if r['target'] != '']
+    adaptive.sort(key=lambda r: float(r['target']))
+    axis.plot([float(r['fps']) for r in adaptive], [float(r['JF']) for r in adaptive], 'o-',
+              label='adaptive (memory + flow)')
+    for row in adaptive:
+        axis.annotate(f'{float(row["target"]):g}', (float(row['fps']), float(row['JF'])),
+                      textcoords='offset points', xytext=(4, 4), fontsize=8)
+    for row in rows:
+        if row['target'] == '':
+            axis.plot(float(row['fps']), float(row['JF']), 's', label=row['config'])
+    full = [r for r in rows if r['target'] == '100']
+    if full:
+        axis.plot(float(full[0]['fps']), float(full[0]['JF']), 'D', color='black',
+                  label=full[0]['config'])
+    axis.set_xlabel('FPS (reading + segmenting, as vos_eval)')
+    axis.set_ylabel('J&F (%)')
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize='small', loc='lower left')
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    """Run the sweep; return the exit code."""
+    args = _parse(argv)
+    names = args.sequences
+    if args.sequences_file:
+        names = read_sequences_file(args.sequences_file)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    masks_root = os.path.join(args.out, 'masks') if args.keep_masks else tempfile.mkdtemp()
+    for label, target, make in _configs(args):
+        tic = time.perf_counter()
+        backend = make()
+        startup = time.perf_counter() - tic
+        out = os.path.join(masks_root, label.replace(' ', '_').replace('(', '').replace(')', ''))
+        results, mean = evaluate_dataset(args.root, out, sequences=names, backend=backend,
+                                         progress=False)
+        frames = sum(r.frames for r in results)
+        seconds = sum(r.seconds for r in results)
+        paths = {}
+        for result in results:
+            for path, count in result.paths.items():
+                paths[path] = paths.get(path, 0) + count
+        row = {'config': label, 'target': '' if target is None else f'{target:g}',
+               'JF': mean['JF'], 'J': mean['J'], 'F': mean['F'],
+               'fps': f'{frames / seconds:.2f}',
+               'wall_fps': f'{frames / (seconds + startup):.2f}',
+               'startup_s': f'{startup:.2f}', 'frames': frames,
+               'full_pct': f'{100.0 * paths.get("full", 0) / frames:.1f}',
+               'cheap_pct': f'{100.0 * paths.get("cheap", 0) / frames:.1f}'}
+        if target is None:  # flow alone: the cheap path on every frame but the given ones
+            row['full_pct'], row['cheap_pct'] = '0.0', row['full_pct']
+        rows.append(row)
+        print(f'{label:22s} J&F {float(row["JF"]):5.1f}  FPS {row["fps"]:>6s}  '
+              f'full {row["full_pct"]:>5s} %  cheap {row["cheap_pct"]:>5s} %', flush=True)
+    base = next(float(r['fps']) for r in rows if r['target'] == '100')
+    for row in rows:
+        row['speedup'] = f'{float(row["fps"]) / base:.2f}'
+    with open(os.path.join(args.out, 'sweep.csv'), 'w', newline='', encoding='utf-8') as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    what = (os.path.basename(args.sequences_file) if args.sequences_file
+            else f'{len(names or [])} sequences' if names else 'all sequences')
+    _plot(os.path.join(args.out, 'sweep.png'), rows,
+          f'target_confidence sweep on {what} ({os.path.basename(os.path.abspath(args.root))})')
+    print()
+    print(f'{"config":22s} {"J&F":>6s} {"J":>6s} {"F":>6s} {"FPS":>7s} {"wall":>7s} '
+          f'{"start s":>7s} {"x full":>6s} {"full %":>6s} {"cheap %":>7s}')
+    for row in rows:
+        print(f'{row["config"]:22s} {float(row["JF"]):6.1f} {float(row["J"]):6.1f} '
+              f'{float(row["F"]):6.1f} {row["fps"]:>7s} {row["wall_fps"]:>7s} '
+              f'{row["startup_s"]:>7s} {row["speedup"]:>6s} {row["full_pct"]:>6s} '
+              f'{row["cheap_pct"]:>7s}')
+    print(f'-> {os.path.join(args.out, "sweep.csv")}, {os.path.join(args.out, "sweep.png")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
