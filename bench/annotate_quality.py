@@ -136,6 +136,10 @@ def main(argv=None):
     parser.add_argument('--loosen', type=float, default=0.0,
                         help='grow the tight box by this fraction of its size on every side')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
+    parser.add_argument('--no-flip', action='store_true',
+                        help='model without its mirror-image test-time augmentation')
+    parser.add_argument('--crop-size', type=int, default=0,
+                        help='run the model on crops of this side (0 = its metadata)')
     parser.add_argument('--cli', type=int, default=0, metavar='N',
                         help='also time the annotate command (start-up included) on N images')
     args = parser.parse_args(argv)
@@ -161,8 +165,10 @@ def main(argv=None):
     start = time.perf_counter()
     if 'model' in segmenters:
         model = segmenters['model'].model
+        model.flip = not args.no_flip
+        model.size = args.crop_size or model.size
         print(f'model {model.path} ({model.meta.get("version")}) loaded in '
-              f'{time.perf_counter() - start:.2f} s')
+              f'{time.perf_counter() - start:.2f} s; crop {model.size}, flip {model.flip}')
     results = {m: [] for m in methods}
     for data, name, _, image, truth in tqdm(items, desc='images', leave=False):
         box = tight_box(truth, args.loosen)

@@ -131,7 +131,7 @@ def test_box_model_predicts_an_image_sized_mask_and_caches_the_encoder(
     monkeypatch.setattr(model.loaded, 'module', Spy())
     first = model.predict(image, (45, 35, 95, 85))
     assert first.shape == truth.shape and first.dtype == bool
-    assert encoded == [(1, 3, 64, 64)]
+    assert encoded == [(2, 3, 64, 64)]  # the crop and its mirror image
     # a click inside the box reuses the encoder features; a click outside grows the crop
     model.predict(image, (45, 35, 95, 85), [(70, 60)], [], first)
     assert len(encoded) == 1

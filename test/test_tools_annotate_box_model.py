@@ -1,10 +1,9 @@
-"""``annotate`` with the box model: --method/--model, the GrabCut fallback, the window's clicks.
+"""``annotate`` with the box model: --method/--model and the GrabCut fallback.
 
 A tiny randomly initialised model checks the plumbing (file in, palette PNG of the frame's size
-out, the model actually called); quality is bench/annotate_quality.py's business.
+out, the model actually called); quality is bench/annotate_quality.py's business. The window's
+click tool is tested in test_tools_annotate_window.py (it needs Xvfb).
 """
-
-import argparse
 
 import cv2
 import numpy as np
@@ -105,32 +104,3 @@ def test_method_model_without_a_model_is_an_error(tmp_path, capsys):
                           '22,27,58,63', '--method', 'model', '--model',
                           str(tmp_path / 'none.pt'), '--out', str(tmp_path / 'm.png')]) == 1
     assert 'box model cannot be used' in capsys.readouterr().err
-
-
-def test_window_click_refines_with_the_model(tiny_model, spy):
-    """The window's click tool: one click -> the model with the box and all clicks so far."""
-    tkinter = pytest.importorskip('tkinter')
-    try:
-        root = tkinter.Tk()
-    except tkinter.TclError as error:
-        pytest.skip(f'no display for Tk: {error}')
-    from vos_ros.tools.annotate import ArraySource
-    from vos_ros.tools.annotate_window import AnnotationWindow
-
-    image, disc = frame()
-    args = argparse.Namespace(out='unused.png', force=False, frame=0, save_frame=None,
-                              annotation_topic='/vos_node/annotation', timeout=1.0,
-                              method='model', model=tiny_model)
-    try:
-        window = AnnotationWindow(root, ArraySource([image], 'test'), args)
-        window.apply_box((22, 27), (58, 63))
-        window.apply_click((40, 45), positive=True)
-        window.apply_click((90, 20), positive=False)
-        assert [c[1:3] for c in spy] == [([], []), ([(40, 45)], []), ([(40, 45)], [(90, 20)])]
-        assert all(c[0] == (22, 27, 58, 63) for c in spy)
-        assert 'click 2' in window.message and 'model' in window.message
-        window.undo()
-        window.apply_click((41, 46), positive=True)
-        assert spy[-1][1:3] == ([(41, 46)], [])
-    finally:
-        root.destroy()

@@ -266,3 +266,46 @@ def test_save_publish_and_overwrite_guard(window, tmp_path):
     assert window.save(publish=True)
     assert np.array_equal(read_labels(window.args.out), window.labels)
     assert len(window.published) == 1 and np.array_equal(window.published[0], window.labels)
+
+
+@pytest.fixture(scope='module')
+def tiny_box_model(tmp_path_factory):
+    """A randomly initialised box model file (the plumbing, not the shipped weights)."""
+    torch = pytest.importorskip('torch')
+    from vos_ros.core import model_io
+    from vos_ros.core.models.box_net import BoxNet
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp('model') / 'box.pt'
+    model_io.save_model(torch.jit.script(BoxNet(width=16, pretrained=False).eval()), path, {
+        'kind': 'box', 'mean': [123.7, 116.3, 103.5], 'std': [58.4, 57.1, 57.4], 'stride': 2,
+        'input_multiple': 16, 'crop_size': 64})
+    return str(path)
+
+
+def test_click_tool_refines_with_the_box_model(window, tiny_box_model, monkeypatch):
+    """One click -> the model with the object's box, all clicks so far and the last mask."""
+    from vos_ros.core import interactive
+
+    calls = []
+    original = interactive.BoxModel.predict
+
+    def predict(self, image, box=None, positive=(), negative=(), previous=None, *args,
+                **kwargs):
+        calls.append((box, list(positive), list(negative), previous is not None))
+        return original(self, image, box, positive, negative, previous, *args, **kwargs)
+
+    monkeypatch.setattr(interactive.BoxModel, 'predict', predict)
+    window.segmenter = interactive.PromptSegmenter('model', tiny_box_model)
+    window.apply_box((93, 43), (137, 87))
+    window.tool = 'click'
+    window.apply_click((115, 65), positive=True)
+    window.apply_click((30, 30), positive=False)
+    assert [c[1:] for c in calls] == [([], [], False), ([(115, 65)], [], True),
+                                      ([(115, 65)], [(30, 30)], True)]
+    assert all(c[0] == (93, 43, 137, 87) for c in calls)
+    assert 'click 2' in window.message and 'model' in window.message
+    # after undo the clicks start again from the mask shown
+    window.undo()
+    window.apply_click((116, 66), positive=True)
+    assert calls[-1][1:3] == ([(116, 66)], [])

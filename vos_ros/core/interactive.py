@@ -213,7 +213,7 @@ class BoxModel:
     is missing or not a ``box`` model, and when torch is not installed.
     """
 
-    def __init__(self, path=None, device='cpu', threads=None):
+    def __init__(self, path=None, device='cpu', threads=None, flip=True):
         from vos_ros.core import model_io
 
         path = model_io.default_model_path('box') if path is None else os.fspath(path)
@@ -224,6 +224,8 @@ class BoxModel:
         self.context = float(meta.get('context', DEFAULT_CONTEXT))
         self.radius = float(meta.get('click_radius', DEFAULT_CLICK_RADIUS))
         self.threshold = float(meta.get('threshold', 0.0))
+        # test-time augmentation: average the logits of the crop and its mirror image
+        self.flip = bool(flip)
         if threads:
             import torch
 
@@ -245,10 +247,12 @@ class BoxModel:
         torch = self._torch()
         key = (image.__array_interface__['data'][0], image.shape,
                int(image[::max(1, image.shape[0] // 7), ::max(1, image.shape[1] // 7)].sum()),
-               tuple(round(v, 3) for v in window))
+               tuple(round(v, 3) for v in window), self.size, self.flip)
         if key != self._cache_key:
             crop = warp_crop(image, window, self.size)
             tensor = self.loaded.normalize(crop)
+            if self.flip:
+                tensor = torch.cat([tensor, tensor.flip(-1)])
             with torch.inference_mode():
                 self._features = self.loaded.module.encode(tensor)
             self._cache_key = key
@@ -266,8 +270,12 @@ class BoxModel:
         features = self._encode(image, window)
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(hints, np.float32))[None]
+            if self.flip:
+                tensor = torch.cat([tensor, tensor.flip(-1)])
             logits = self.loaded.module.decode(features[0], features[1], features[2],
                                                features[3], tensor.to(self.loaded.device))
+            if self.flip:
+                logits = 0.5 * (logits[:1] + logits[1:].flip(-1))
             logits = torch.nn.functional.interpolate(logits, size=(self.size, self.size),
                                                      mode='bilinear', align_corners=False)
             return torch.sigmoid(logits - self.threshold)[0, 0].float().cpu().numpy()

@@ -206,6 +206,54 @@ class Sampler:
         return np.stack(crops), np.stack(truths), boxes, rng
 
 
+class Prefetcher:
+    """Draw the batches of iterations ``start, start + 1, …`` in a background thread.
+
+    Decoding JPEGs and warping crops (OpenCV releases the GIL) then overlaps with the network
+    on the other core. Batches come out in order; an error in the thread is raised by ``get``.
+    """
+
+    def __init__(self, sampler, start, stop, batch_size, depth=2):
+        import queue
+        import threading
+
+        self._queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sampler, start, stop,
+                                                                batch_size), daemon=True)
+        self._thread.start()
+
+    def _run(self, sampler, start, stop, batch_size):
+        import queue
+
+        for iteration in range(start, stop):
+            try:
+                item = (iteration, sampler.batch(iteration, batch_size), None)
+            except Exception as error:  # handed to the training loop, which raises it
+                item = (iteration, None, error)
+            while not self._closed.is_set():
+                try:
+                    self._queue.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if self._closed.is_set() or item[2] is not None:
+                return
+
+    def get(self, iteration):
+        """Return the batch of ``iteration`` (the next one in order)."""
+        got, batch, error = self._queue.get()
+        if error is not None:
+            raise error
+        assert got == iteration, (got, iteration)
+        return batch
+
+    def close(self):
+        """Stop the thread (it may be blocked on a full queue)."""
+        self._closed.set()
+        self._thread.join(timeout=5)
+
+
 # -- training --------------------------------------------------------------------------------
 
 
@@ -360,6 +408,7 @@ def train(args):
     start = time.monotonic()
     progress = tqdm(total=args.iters, initial=iteration, desc='vos_train_box', unit='it',
                     disable=args.no_progress, dynamic_ncols=True)
+    prefetcher = Prefetcher(sampler, iteration, args.iters, args.batch_size)
     try:
         model.train()
         for stage in model.encoder_stages():
@@ -373,7 +422,7 @@ def train(args):
             factor = lr_factor(iteration, args.iters, args.warmup)
             for group in optimizer.param_groups:
                 group['lr'] = args.lr * group['scale'] * factor
-            crops, truths, boxes, rng = sampler.batch(iteration, args.batch_size)
+            crops, truths, boxes, rng = prefetcher.get(iteration)
             images = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - mean) / std
             with torch.no_grad():
                 f2 = model.stage2(images)
@@ -443,6 +492,7 @@ def train(args):
                 csv_file.flush()
                 save()
     finally:
+        prefetcher.close()
         progress.close()
         csv_file.close()
         signal.signal(signal.SIGTERM, previous_handler)
@@ -477,6 +527,8 @@ def export_checkpoint(checkpoint_path, out_path, version=None, checkpoint=None):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeprecationWarning)
         scripted = torch.jit.script(model)
+        # batch norm folded into the convolutions, weights inlined: a faster first call
+        scripted = torch.jit.freeze(scripted, preserved_attrs=['encode', 'decode'])
     iteration = int(checkpoint.get('iteration', 0))
     meta = {key: train_meta[key] for key in ('kind', 'mean', 'std', 'stride', 'input_multiple',
                                              'crop_size', 'context', 'click_radius',
