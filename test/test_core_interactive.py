@@ -139,13 +139,21 @@ def test_box_model_predicts_an_image_sized_mask_and_caches_the_encoder(
     assert len(encoded) == 2
 
 
-def test_model_output_is_confined_to_the_crop(tiny_model):
+def test_model_output_stays_in_the_crop_and_near_the_box(tiny_model):
     image, _ = scene()
     model = interactive.BoxModel(tiny_model)
-    model.threshold = -50.0  # every crop pixel is object: the mask is the crop, in the image
-    mask = model.predict(image, (60, 50, 79, 69))
+    model.threshold = -50.0  # every crop pixel is object
+    box = (60, 50, 79, 69)
+    mask = model.predict(image, box)
     ys, xs = np.nonzero(mask)
-    x, y, width, height = model.window((60, 50, 79, 69))
+    # the box grown by BOX_SLACK (1 px of 20 here) plus a pixel of rounding
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == (58, 48, 81, 71)
+    # without a box (a previous mask instead) the mask is the whole crop, warped back
+    previous = np.zeros(mask.shape, bool)
+    previous[50:70, 60:80] = True
+    mask = model.predict(image, None, previous=previous)
+    ys, xs = np.nonzero(mask)
+    x, y, width, height = model.window(box)
     assert xs.min() >= int(x) and xs.max() <= int(np.ceil(x + width))
     assert ys.min() >= int(y) and ys.max() <= int(np.ceil(y + height))
     assert mask.sum() > 0.8 * width * height

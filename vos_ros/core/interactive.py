@@ -37,6 +37,8 @@ DEFAULT_CONTEXT = 0.2
 DEFAULT_CLICK_RADIUS = 5
 #: The crop's longer side is at most this many times its shorter side.
 MAX_ASPECT = 2.0
+#: With a box, the mask stays inside the box grown by this share of its size on each side.
+BOX_SLACK = 0.05
 #: A crop is never smaller than this (image pixels): tiny boxes get some context.
 MIN_CROP = 24.0
 #: Clicks without a box: first crop side as a share of the image's shorter side.
@@ -296,9 +298,9 @@ class BoxModel:
         ``*_map``: bool image-size strokes (scribbles). ``window`` overrides the crop.
         """
         height, width = image.shape[:2]
+        prompt_box = _prompt_box(box, positive, previous, positive_map, (height, width))
         if window is None:
-            window = self.window(_prompt_box(box, positive, previous, positive_map,
-                                             (height, width)))
+            window = self.window(prompt_box)
         matrix = crop_matrix(window, self.size)
         scale = self.size / max(window[2], window[3])
         crop_box = box_map(box, matrix, self.size) if box is not None else None
@@ -317,7 +319,16 @@ class BoxModel:
                           crop_previous, self.radius, **maps)
         LOGGER.debug('crop %s at scale %.2f', window, scale)
         probabilities = self.crop_probabilities(image, window, hints)
-        return self.to_image(probabilities, window, (height, width)) > 0.5
+        mask = self.to_image(probabilities, window, (height, width)) > 0.5
+        if box is not None:
+            # A drawn box holds the object: training boxes cut at most 3 % of it off, so
+            # anything beyond BOX_SLACK of the box (grown to take in positive clicks) is not it.
+            x0, y0, x1, y1 = _grown(prompt_box, BOX_SLACK)
+            inside = np.zeros((height, width), bool)
+            inside[max(0, int(np.floor(y0)) - 1):max(0, int(np.ceil(y1)) + 2),
+                   max(0, int(np.floor(x0)) - 1):max(0, int(np.ceil(x1)) + 2)] = True
+            mask &= inside
+        return mask
 
 
 def _prompt_box(box, positive, previous, positive_map, shape):
