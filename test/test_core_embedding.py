@@ -133,7 +133,7 @@ def test_propagate_before_memorize(colour_model):
 
 @pytest.mark.skipif(not __import__('os').path.isfile(model_io.default_model_path()),
                     reason='no model shipped in vos_ros/data')
-def test_shipped_model_is_default():
+def test_shipped_embedding_model_runs():
     meta = model_io.read_metadata(model_io.default_model_path())
     assert meta['kind'] == 'embedding'
     backend = create_backend('embedding', device='cpu', prior='none')
@@ -145,9 +145,9 @@ def test_shipped_model_is_default():
 
 @pytest.mark.skipif(not __import__('os').path.isfile(model_io.default_model_path()),
                     reason='no model shipped in vos_ros/data')
-def test_default_pipeline_redetects_after_full_occlusion(occluded_crossing):
+def test_embedding_pipeline_redetects_after_full_occlusion(occluded_crossing):
     frames, masks, hidden = occluded_crossing
-    ious = occluded_crossing_ious(create_backend(None, device='cpu'), frames, masks)
+    ious = occluded_crossing_ious(create_backend('embedding', device='cpu'), frames, masks)
     # Found again once it reappears, not stuck at the wall, and followed well before it.
     assert np.mean(ious[hidden[-1] + 3:]) > 0.8, ious
     assert np.mean(ious[:hidden[0]]) > 0.8, ious

@@ -212,21 +212,11 @@ def test_shipped_model_tracks_a_synthetic_clip():
     assert np.mean(ious) > 0.75
 
 
-def _textured(seed, width=320, height=240):
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 255, (height // 16, width // 16, 3)).astype(np.float32)
-    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
-    fine = rng.normal(0, 20, (height, width, 3))
-    return np.clip(image + fine, 0, 255).astype(np.uint8)
-
-
 @needs_shipped
 def test_correspondences_follow_a_known_shift():
     from vos_ros.core.correspondence import Correspondence
 
-    image_a = _textured(1)
+    image_a = make_clip(num_frames=1, width=320, height=240, num_objects=2, seed=1).frames[0]
     shift = (40, 24)
     # B shows A's content moved right by 40 and down by 24 pixels
     image_b = np.roll(image_a, shift[::-1], axis=(0, 1))
@@ -235,7 +225,8 @@ def test_correspondences_follow_a_known_shift():
                       np.float32)
     landed, confidence = corr.match_points(image_a, image_b, points)
     error = np.linalg.norm(landed - (points + shift), axis=1)
-    assert np.median(error) < 12.0, error
+    # keys live on a 16 px grid: the 3x3 soft arg-max lands well inside a cell
+    assert np.median(error) < 8.0, error
     assert confidence.shape == (len(points),) and (confidence >= 0).all()
     # a mask lands where its pixels went
     mask = np.zeros((240, 320), np.uint8)
@@ -246,3 +237,16 @@ def test_correspondences_follow_a_known_shift():
     assert db_eval_iou(truth == 5, moved == 5) > 0.7
     with pytest.raises(ValueError, match='inside'):
         corr.match_points(image_a, image_b, [[400, 10]])
+
+
+@needs_shipped
+def test_default_pipeline_redetects_after_full_occlusion(occluded_crossing):
+    from conftest import occluded_crossing_ious
+
+    frames, masks, hidden = occluded_crossing
+    backend = create_backend(None, device='cpu')
+    assert backend.name == 'memory'
+    ious = occluded_crossing_ious(backend, frames, masks)
+    # found again from the first-frame memory once it reappears, and followed before it
+    assert np.mean(ious[hidden[-1] + 3:]) > 0.8, ious
+    assert np.mean(ious[:hidden[0]]) > 0.8, ious

@@ -161,13 +161,14 @@ def test_default_pipeline_uses_the_shipped_model():
     from vos_ros.core.backends import create_backend
     from vos_ros.core.backends import DEFAULT_BACKEND
 
-    path = model_io.default_model_path()
-    assert os.path.isfile(path), 'vos_ros/data/embedding.pt is missing (setup.py package_data)'
-    assert os.path.getsize(path) <= 20e6
+    assert DEFAULT_BACKEND in model_io.KNOWN_KINDS
+    path = model_io.default_model_path(DEFAULT_BACKEND)
+    assert os.path.isfile(path), f'{path} is missing (setup.py package_data)'
+    assert os.path.getsize(path) <= 30e6
     meta = model_io.read_metadata(path)
-    assert meta['kind'] == 'embedding' and meta['input_multiple'] >= meta['stride']
-    options = {'device': 'cpu'} if DEFAULT_BACKEND == 'embedding' else {}
-    backend = create_backend(None, **options)
+    assert meta['kind'] == DEFAULT_BACKEND and meta['input_multiple'] >= meta['stride']
+    backend = create_backend(None, device='cpu')
     assert backend.name == DEFAULT_BACKEND
-    if DEFAULT_BACKEND == 'embedding':
-        assert os.path.samefile(backend.describe()['model'], path)
+    assert os.path.samefile(backend.describe()['model'], path)
+    # the previous default still ships and loads by name
+    assert os.path.isfile(model_io.default_model_path('embedding'))

@@ -4,9 +4,9 @@ The memory network's key encoder maps every stride-16 cell of a frame to a key; 
 between the keys of two frames (negative squared L2 distance, STCN) says how alike two cells
 are. The same affinity that reads the memory out during tracking answers:
 
-- ``match_points``: where points of frame A land in frame B: a soft arg-max over the top-k
-  most similar cells of B (sub-cell precision), with a confidence (the softmax weight mass of
-  the best cell's neighbourhood);
+- ``match_points``: where points of frame A land in frame B: the most similar cell of B,
+  refined by a soft arg-max over its 3x3 neighbourhood (sub-cell precision), with a
+  confidence (the share of the softmax over all of B that those cells hold);
 - ``transfer_mask``: where a label map of frame A lands in frame B: frame A with its mask is
   the memory, frame B the query, and the decoder turns the read-out into a label map at B's
   full size (one propagation step of the ``memory`` backend).
@@ -63,19 +63,24 @@ class Correspondence:
             memory = key_b.float().flatten(2)[0]
             affinity = 2.0 * memory.t() @ query - memory.pow(2).sum(0).unsqueeze(1)
             affinity = affinity / math.sqrt(channels)
-            k = min(self.backend.top_k, affinity.shape[0])
-            values, index = torch.topk(affinity, k, dim=0)
-            weights = torch.softmax(values, dim=0)
-        index = index.cpu().numpy()
-        weights = weights.cpu().numpy()
+            weights = affinity.cpu().numpy()
         bh, bw = key_b.shape[2:]
-        cell_x = (index % bw + 0.5) * (width_b / bw)
-        cell_y = (index // bw + 0.5) * (height_b / bh)
-        x = (weights * cell_x).sum(axis=0)
-        y = (weights * cell_y).sum(axis=0)
-        # confidence: the weight of cells within one cell of the estimate
-        near = (np.abs(cell_x - x) <= width_b / bw) & (np.abs(cell_y - y) <= height_b / bh)
-        confidence = (weights * near).sum(axis=0)
+        best = weights.argmax(axis=0)
+        best_y, best_x = best // bw, best % bw
+        # soft arg-max in the 3x3 cells around the best match: sub-cell precision without
+        # the pull of distant look-alike cells that a global top-k mix would add
+        dy, dx = np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing='ij')
+        ys = np.clip(best_y[None] + dy.reshape(-1, 1), 0, bh - 1)
+        xs = np.clip(best_x[None] + dx.reshape(-1, 1), 0, bw - 1)
+        local = np.take_along_axis(weights, ys * bw + xs, axis=0)
+        local = np.exp(local - local.max(axis=0, keepdims=True))
+        local /= local.sum(axis=0, keepdims=True)
+        x = (local * (xs + 0.5)).sum(axis=0) * (width_b / bw)
+        y = (local * (ys + 0.5)).sum(axis=0) * (height_b / bh)
+        # confidence: the share of the whole softmax (over all of B) held by those cells
+        full = np.exp(weights - weights.max(axis=0, keepdims=True))
+        confidence = np.take_along_axis(full, ys * bw + xs, axis=0).sum(axis=0) / \
+            full.sum(axis=0)
         return (np.stack([x, y], axis=1).astype(np.float32),
                 np.clip(confidence, 0.0, 1.0).astype(np.float32))
 

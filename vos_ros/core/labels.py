@@ -109,8 +109,12 @@ def snap_labels(array):
     array = np.asarray(array, dtype=np.uint8)
     if array.ndim == 3:
         return _snap_colour(array[:, :, :3])
-    values, inverse = np.unique(array, return_inverse=True)
-    codes = inverse.reshape(array.shape)
+    # bincount + a look-up table: ~10x faster than np.unique(return_inverse) on a 480p mask,
+    # and every ground-truth frame of vos_eval passes through here
+    values = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
+    lut = np.zeros(256, np.intp)
+    lut[values] = np.arange(values.size)
+    codes = lut[array]
     if values.size and values.max() == 255 and set(values.tolist()) <= {0, 255}:
         return (array == 255).astype(np.uint8), ''
     regions = _interior_counts(codes, len(values)) >= MIN_INTERIOR_PIXELS
@@ -259,6 +263,9 @@ def write_labels(path, labels):
 
 def object_ids(labels):
     """Return the sorted object ids (non-zero labels) present in a label map."""
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        return [int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=256)) if v]
     return [int(value) for value in np.unique(labels) if value != 0]
 
 

@@ -114,7 +114,7 @@ def evaluate_sequence(gt_labels, pred_labels, object_ids=None):
     if object_ids is None:
         present = set()
         for gt in gt_labels:
-            present.update(int(v) for v in np.unique(gt) if v != 0)
+            present.update(_ids(gt))
         object_ids = sorted(present)
     frames = range(1, len(gt_labels) - 1) if len(gt_labels) > 2 else range(len(gt_labels))
     j_frames = np.zeros((len(object_ids), len(frames)))
@@ -149,7 +149,13 @@ def scored_object_ids(annotation):
     prediction has no 2); objects that enter later without a mask were never given to the
     tracker, so no tool scores them.
     """
-    return [int(value) for value in np.unique(np.asarray(annotation)) if value != 0]
+    return _ids(annotation)
+
+
+def _ids(labels):
+    """Non-zero ids of a label map (bincount for uint8: 10x faster than np.unique)."""
+    from vos_ros.core.labels import object_ids
+    return object_ids(labels)
 
 
 def evaluate_video(ground_truth, predictions, annotation, skip=()):
@@ -184,7 +190,7 @@ def evaluate_video(ground_truth, predictions, annotation, skip=()):
     present = set()
     for labels in ground_truth:
         if labels is not None:
-            present.update(int(v) for v in np.unique(labels) if v != 0)
+            present.update(_ids(labels))
     summary['frames'] = frames
     summary['unscored_objects'] = sorted(present - set(object_ids))
     return summary

@@ -3,10 +3,10 @@
 from vos_ros.core.backends.base import Backend
 
 #: Backend used when the caller names none (the package's default pipeline): the shipped
-#: embedding model fused with flow. On DAVIS-2016 sequences its training recipe never saw it
-#: beat flow alone by 15 J&F and kept the node at 10 Hz at 480p on a 2-core CPU
-#: (README "Learned models"). ``flow`` needs no torch and is faster.
-DEFAULT_BACKEND = 'embedding'
+#: space-time memory model (STM/MiVOS family on ImageNet MobileNetV2). On the DAVIS-2016
+#: sequences it never saw it matched or beat the embedding+flow pipeline at a similar speed
+#: (README "Memory model"). ``flow`` needs no torch and is faster.
+DEFAULT_BACKEND = 'memory'
 
 
 def available_backends():

@@ -18,6 +18,7 @@ out values into per-object logits; soft aggregation gives the probabilities.
 
 import logging
 import os
+import warnings
 
 import cv2
 import numpy as np
@@ -34,8 +35,8 @@ class MemoryBackend(Backend):
     name = 'memory'
 
     def __init__(self, model_path=None, device='auto', half=None, resolution=None, top_k=None,
-                 memory_every=5, max_keyframes=3, max_given=2, keyframe_confidence=0.8,
-                 recent_frames=1, threads=1):
+                 memory_every=10, max_keyframes=3, max_given=2, keyframe_confidence=0.8,
+                 recent_frames=1, threads=2):
         """Load the model (default: the one shipped in vos_ros/data) and set the memory policy.
 
         ``resolution``: shorter side the network sees (None = the model's own setting from its
@@ -70,6 +71,7 @@ class MemoryBackend(Backend):
         import torch
         if int(threads) > 0 and self.model.device == 'cpu':
             torch.set_num_threads(int(threads))
+        self._encoder = self._optimized_encoder()
         meta = self.model.meta
         self.resolution = int(meta.get('resolution', 0) if resolution is None else resolution)
         if self.resolution < 0:
@@ -159,11 +161,13 @@ class MemoryBackend(Backend):
     # -- internals -----------------------------------------------------------------------
 
     def _net_image(self, image):
-        """Resize an image to the network's input size (``resolution``, size multiple)."""
+        """Resize an image to the network's input size (shorter side ``resolution``, up or
+        down; sides rounded to the size multiple)."""
         height, width = image.shape[:2]
         scale = 1.0
         if self.resolution > 0:
-            scale = min(1.0, self.resolution / min(width, height))
+            # small inputs are enlarged too: on a 16 px key grid a 72 px frame has 4 rows
+            scale = self.resolution / min(width, height)
         multiple = self.multiple
         net_w = max(multiple, int(round(width * scale / multiple)) * multiple)
         net_h = max(multiple, int(round(height * scale / multiple)) * multiple)
@@ -172,11 +176,35 @@ class MemoryBackend(Backend):
         interpolation = cv2.INTER_AREA if net_w < width else cv2.INTER_LINEAR
         return cv2.resize(image, (net_w, net_h), interpolation=interpolation)
 
+    def _optimized_encoder(self):
+        """Return a module whose ``encode_key`` is frozen and optimised for CPU inference.
+
+        Freezing folds batch norm into the convolutions and ``optimize_for_inference`` picks
+        oneDNN kernels: the key encoder ran 2.2x faster here (35 -> 16 ms at 240x432, same
+        keys to 1e-5 relative). Only ``encode_key`` is converted: the small stride-16 to 4
+        layers of the other methods ran slower through oneDNN. Falls back to the scripted
+        module where either step is unavailable (older torch, CUDA, fp16).
+        """
+        import torch
+
+        module = self.model.module
+        if self.model.device != 'cpu' or self.model.dtype != torch.float32:
+            return module
+        try:
+            with warnings.catch_warnings():
+                # deprecated with TorchScript itself, still the fastest CPU path in torch 2.13
+                warnings.simplefilter('ignore', DeprecationWarning)
+                frozen = torch.jit.freeze(module, preserved_attrs=['encode_key'])
+                return torch.jit.optimize_for_inference(frozen, other_methods=['encode_key'])
+        except Exception as error:  # torch raises RuntimeError and friends: keep the plain one
+            _LOG.info('key encoder not optimised (%s); running it as scripted', error)
+            return module
+
     def _encode(self, net_image):
         import torch
 
         with torch.inference_mode():
-            return self.model.module.encode_key(self.model.normalize(net_image))
+            return self._encoder.encode_key(self.model.normalize(net_image))
 
     def _entry(self, key, f16, probs, size):
         """Encode a memory entry (key, values) for a frame and its (K + 1, h, w) probs."""
