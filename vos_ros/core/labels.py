@@ -258,7 +258,8 @@ def write_labels(path, labels):
         os.makedirs(directory, exist_ok=True)
     image = Image.fromarray(labels.astype(np.uint8), mode='P')
     image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
-    image.save(path)
+    # label maps compress well at any level; level 1 is ~4x faster to write than the default
+    image.save(path, compress_level=1)
 
 
 def object_ids(labels):
