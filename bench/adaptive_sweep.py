@@ -48,6 +48,8 @@ def _parse(argv):
     parser.add_argument('--model', default=None, help='its model file (None = shipped)')
     parser.add_argument('--max-cheap-frames', type=int, default=None,
                         help='adaptive max_cheap_frames (None = the backend default)')
+    parser.add_argument('--confidence-model', default=None,
+                        help='confidence estimate JSON (None = the shipped one)')
     parser.add_argument('--no-flow', action='store_true', help='skip flow alone')
     parser.add_argument('--out', default='out/adaptive_sweep', help='folder for csv and png')
     parser.add_argument('--keep-masks', action='store_true',
@@ -60,6 +62,8 @@ def _configs(args):
     adaptive = dict(options)
     if args.max_cheap_frames is not None:
         adaptive['max_cheap_frames'] = args.max_cheap_frames
+    if args.confidence_model:
+        adaptive['confidence_model'] = args.confidence_model
     configs = [(f'{args.full} (target 100)', 100.0,
                 lambda: create_backend(args.full, **options))]
     for text in args.targets.split(','):
