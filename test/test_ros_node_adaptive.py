@@ -126,7 +126,7 @@ def test_target_at_start_and_at_run_time(clip, ros_context, tmp_path):
 def test_behind_the_camera_lowers_the_target_and_says_so(clip, ros_context, tmp_path):
     # Large frames at input size and no waiting for answers: the node cannot keep up.
     node = _Node(clip, ros_context, tmp_path, 'vos_behind',
-                 {'target_confidence': 100, 'resolution': 0})
+                 {'target_confidence': 100, 'resolution': 0, 'backend': 'embedding'})
     try:
         big = [cv2.resize(f, (WIDTH * 5, HEIGHT * 5)) for f in clip.frames]
         assert node.send(big[0]) is not None
