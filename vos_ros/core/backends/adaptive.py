@@ -43,7 +43,7 @@ LOGGER = logging.getLogger(__name__)
 #: Default ``target_confidence``, chosen by measurement on bench/memory_dev.txt (three DAVIS-2016
 #: sequences neither the memory model nor the estimate was fitted on; bench/README.md "Adaptive
 #: compute"): J&F 75.3 with the full model on 30 % of frames, against 75.1 at 80 (36 %), 73.5 at
-#: 60 (26 %) and 82.5 for the full model on every frame.
+#: 60 (26 %) and 82.5 for the full model on every frame (memory model at 240 px).
 DEFAULT_TARGET = 70
 #: Default ``max_cheap_frames``: the longest run of cheap frames before a forced full run.
 DEFAULT_MAX_CHEAP = 8
