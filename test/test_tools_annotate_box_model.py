@@ -90,8 +90,8 @@ def test_missing_model_falls_back_to_grabcut_saying_so_once(tmp_path, capsys):
     interactive._SAID.clear()
     out = tmp_path / 'mask.png'
     assert annotate.main(['--image', write_rgb(tmp_path / 'f.png', image), '--box',
-                          '22,27,58,63', '--box', '80,10,120,40', '--model',
-                          str(tmp_path / 'none.pt'), '--out', str(out)]) == 0
+                          '22,27,58,63', '--box', '80,10,120,40', '--method', 'auto',
+                          '--model', str(tmp_path / 'none.pt'), '--out', str(out)]) == 0
     err = capsys.readouterr().err
     assert err.count('using GrabCut') == 1 and 'none.pt' in err
     labels = read_labels(out)

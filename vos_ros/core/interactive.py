@@ -29,8 +29,8 @@ LOGGER = logging.getLogger(__name__)
 
 #: Methods :class:`PromptSegmenter` knows: ``auto`` = the model when it loads, else GrabCut.
 METHODS = ('auto', 'model', 'grabcut')
-#: What ``auto`` means when nothing is said (see README: the shipped model beat GrabCut).
-DEFAULT_METHOD = 'auto'
+#: The method when none is asked for: GrabCut until a shipped model beats it (see README).
+DEFAULT_METHOD = 'grabcut'
 #: Defaults of the geometry when a model's metadata does not say (training writes them).
 DEFAULT_CROP_SIZE = 256
 DEFAULT_CONTEXT = 0.2

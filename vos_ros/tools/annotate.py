@@ -11,10 +11,11 @@ Hints (headless): ``--box x0,y0,x1,y1`` (repeatable; ``--object ID`` per box, de
 ``--points x,y,label …`` (label 1 object, 0 background; with one box each click refines the
 box's mask in turn, with none they alone mark object ``--object`` or 1), ``--from-mask PNG``
 (any 0/255, gray-id, palette or colour mask, converted to the palette format). Boxes and clicks
-go to the learned box model shipped in the package (GrabCut when torch or the model is
-missing, or with ``--method grabcut``). With a source and no hint the annotation window
-opens (needs a display). The result is a palette PNG of the frame's size (``--out``);
-``--publish`` also sends it to the node's ``~/annotation`` topic so tracking restarts on it.
+go to GrabCut or, with ``--method model`` or ``auto``, to the learned box model shipped in the
+package (``auto`` falls back to GrabCut when torch or the model is missing, saying so once).
+With a source and no hint the annotation window opens (needs a display). The result is a
+palette PNG of the frame's size (``--out``); ``--publish`` also sends it to the node's
+``~/annotation`` topic so tracking restarts on it.
 """
 
 import argparse
@@ -31,6 +32,7 @@ from vos_ros.core.davis import list_images
 from vos_ros.core.davis import read_image
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
+from vos_ros.core.interactive import DEFAULT_METHOD
 from vos_ros.core.interactive import METHODS
 from vos_ros.core.interactive import PromptSegmenter
 from vos_ros.core.labels import object_ids
@@ -460,9 +462,10 @@ def build_parser():
                        help='clicks: label 1 on the object, 0 on the background')
     hints.add_argument('--from-mask', metavar='PNG',
                        help='convert an existing mask (0/255, ids, palette, colours)')
-    hints.add_argument('--method', choices=METHODS, default='auto',
-                       help='box/click segmentation: the learned box model (auto: when torch '
-                       'and the model load, else GrabCut, said once) or GrabCut')
+    hints.add_argument('--method', choices=METHODS, default=DEFAULT_METHOD,
+                       help='box/click segmentation: model = the learned box model, auto = '
+                       'the model when torch and the model file load, else GrabCut (said '
+                       'once), grabcut = GrabCut only')
     hints.add_argument('--model', metavar='PT',
                        help='box model file (default: the one shipped in vos_ros/data)')
     output = parser.add_argument_group('output')

@@ -1,8 +1,8 @@
 """The annotation window of ``annotate`` (Tkinter: Python's standard library, runs under Xvfb).
 
-Draw objects with a polygon, a brush, an eraser or a box (the learned box model, GrabCut as the
-fallback), refine with clicks or scribbles (each one updates the mask from the last result),
-pick the object id 1-9, undo/redo, zoom and pan, change the
+Draw objects with a polygon, a brush, an eraser or a box (GrabCut, or the learned box model
+with ``--method model``/``auto``), refine with clicks or scribbles (each one updates the mask
+from the last result), pick the object id 1-9, undo/redo, zoom and pan, change the
 overlay opacity, step through the frames of a video, sequence or bag, then save the palette PNG
 (and optionally publish it to the running node). Press ``h`` for the list of keys.
 """

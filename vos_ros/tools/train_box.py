@@ -53,7 +53,7 @@ MIN_OBJECT = 64
 BOX_JITTER = (-0.03, 0.10)
 #: Click rounds without gradients before the trained round, and their probabilities.
 CLICK_ROUNDS = (0, 1, 2, 3)
-CLICK_ROUND_P = (0.4, 0.2, 0.2, 0.2)
+CLICK_ROUND_P = (0.5, 0.3, 0.2, 0.0)
 
 
 # -- data ------------------------------------------------------------------------------------
