@@ -463,11 +463,32 @@ def _read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def _prepare_csv(path, resume_iteration):
+def load_resume_checkpoint(args):
+    """Return ``(checkpoint dict or None, its path)`` for ``--resume`` (``last`` = OUT/last.pt
+    when it exists); DataError names a missing or unreadable file."""
+    import torch
+
+    path = args.resume
+    if path == 'last':
+        candidate = os.path.join(args.out, 'last.pt')
+        path = candidate if os.path.isfile(candidate) else None
+    if not path:
+        return None, None
+    if not os.path.isfile(path):
+        raise DataError(f'checkpoint to resume not found: {path}')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+        checkpoint['state_dict']
+    except Exception as error:
+        raise DataError(f'cannot read checkpoint {path}: {error}') from error
+    return checkpoint, path
+
+
+def _prepare_csv(path, resume_iteration, fields=CSV_FIELDS):
     """Keep rows up to the resumed iteration (a crash may have logged past the checkpoint)."""
     rows = [r for r in _read_csv(path) if int(r['iteration']) <= resume_iteration]
     with open(path, 'w', newline='', encoding='utf-8') as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -518,19 +539,7 @@ def train(args):
             raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
     os.makedirs(args.out, exist_ok=True)
 
-    resume_path = args.resume
-    if resume_path == 'last':
-        candidate = os.path.join(args.out, 'last.pt')
-        resume_path = candidate if os.path.isfile(candidate) else None
-    checkpoint = None
-    if resume_path:
-        if not os.path.isfile(resume_path):
-            raise DataError(f'checkpoint to resume not found: {resume_path}')
-        try:
-            checkpoint = torch.load(resume_path, map_location='cpu', weights_only=False)
-            checkpoint['state_dict']
-        except Exception as error:
-            raise DataError(f'cannot read checkpoint {resume_path}: {error}') from error
+    checkpoint, _ = load_resume_checkpoint(args)
 
     torch.manual_seed(args.seed)
     if checkpoint is not None:

@@ -31,10 +31,12 @@ import numpy as np
 from vos_ros.core.errors import DataError
 from vos_ros.tools.train import _excluded
 from vos_ros.tools.train import _lr_at
+from vos_ros.tools.train import _prepare_csv
 from vos_ros.tools.train import _read_names
 from vos_ros.tools.train import _save_atomic
 from vos_ros.tools.train import IndexSampler
 from vos_ros.tools.train import load_davis_sequences
+from vos_ros.tools.train import load_resume_checkpoint
 from vos_ros.tools.train import make_synthetic_sequences
 from vos_ros.tools.train import MEAN
 from vos_ros.tools.train import STD
@@ -437,17 +439,6 @@ def write_curves(csv_path, png_path):
     pyplot.close(figure)
 
 
-def _prepare_csv(path, resume_iteration):
-    rows = []
-    if os.path.isfile(path):
-        with open(path, newline='', encoding='utf-8') as handle:
-            rows = [r for r in csv.DictReader(handle) if int(r['iteration']) <= resume_iteration]
-    with open(path, 'w', newline='', encoding='utf-8') as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def train(args):
     """Train (or resume) a memory model as ``args`` says; returns (last.pt, iteration)."""
     import torch
@@ -466,21 +457,9 @@ def train(args):
     if args.clip_frames < 2:
         raise ValueError('--clip-frames must be >= 2')
     os.makedirs(args.out, exist_ok=True)
-    resume_path = args.resume
-    if resume_path == 'last':
-        candidate = os.path.join(args.out, 'last.pt')
-        resume_path = candidate if os.path.isfile(candidate) else None
-    checkpoint = None
-    if resume_path:
-        if not os.path.isfile(resume_path):
-            raise DataError(f'checkpoint to resume not found: {resume_path}')
-        try:
-            checkpoint = torch.load(resume_path, map_location='cpu', weights_only=False)
-            checkpoint['state_dict']
-        except Exception as error:
-            raise DataError(f'cannot read checkpoint {resume_path}: {error}') from error
-        if checkpoint.get('meta', {}).get('kind') != 'memory':
-            raise DataError(f'{resume_path} is not a memory-model checkpoint')
+    checkpoint, resume_path = load_resume_checkpoint(args)
+    if checkpoint is not None and checkpoint.get('meta', {}).get('kind') != 'memory':
+        raise DataError(f'{resume_path} is not a memory-model checkpoint')
 
     torch.manual_seed(args.seed)
     if checkpoint is not None:
@@ -528,7 +507,7 @@ def train(args):
     png_path = os.path.join(args.out, 'curves.png')
     ckpt_dir = os.path.join(args.out, 'checkpoints')
     os.makedirs(ckpt_dir, exist_ok=True)
-    _prepare_csv(csv_path, start)
+    _prepare_csv(csv_path, start, CSV_FIELDS)
     with open(os.path.join(args.out, 'config.json'), 'w', encoding='utf-8') as handle:
         json.dump({'args': vars(args), 'meta': meta}, handle, indent=2)
     try:
