@@ -89,6 +89,25 @@ def test_realistic_masks_agree_with_vos_benchmark(seed):
         _assert_frame_agrees(np.zeros_like(gt), gt)
 
 
+@pytest.mark.parametrize('seed', range(6))
+def test_small_objects_in_large_frames_agree_with_vos_benchmark(seed):
+    # f_measure works on the window around both masks: small objects far from (and, for
+    # some seeds, touching) the image edges exercise the window's margins and clipping
+    rng = np.random.default_rng(100 + seed)
+    gt = np.zeros((240, 427), np.uint8)
+    for object_id in (1, 2):
+        x = int(rng.integers(-10, 427)) if seed % 2 else int(rng.integers(40, 380))
+        y = int(rng.integers(-10, 240)) if seed % 2 else int(rng.integers(40, 200))
+        cv2.ellipse(gt, (x, y), (int(rng.integers(3, 30)), int(rng.integers(3, 30))),
+                    float(rng.uniform(0, 180)), 0, 360, object_id, -1)
+    if not gt.any():
+        gt[0:5, 420:427] = 1
+    # no speckle here (it would spread the window over the whole frame)
+    pred = np.roll(gt, (int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), (0, 1))
+    pred = cv2.erode(pred, np.ones((3, 3), np.uint8)) if seed % 3 == 0 else pred
+    _assert_frame_agrees(pred, gt)
+
+
 def test_edge_cases_agree_with_vos_benchmark():
     gt = np.zeros((30, 40), np.uint8)
     gt[5:10, 5:10] = 1

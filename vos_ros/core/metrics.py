@@ -57,11 +57,35 @@ def boundary_tolerance(shape, bound_th=0.008):
     return math.ceil(bound_th * math.hypot(shape[0], shape[1]))
 
 
+def _object_window(masks, margin):
+    """Return slices of the smallest window holding every True pixel of ``masks``, grown by
+    ``margin`` pixels and clipped to the image; None when all masks are empty."""
+    union = masks[0] | masks[1]
+    rows = np.flatnonzero(union.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(union.any(axis=0))
+    height, width = union.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, height)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, width)))
+
+
 def f_measure(foreground_mask, gt_mask, bound_th=0.008):
-    """Return the boundary F-measure of a predicted and a ground-truth binary mask."""
+    """Return the boundary F-measure of a predicted and a ground-truth binary mask.
+
+    Same result as davis2017-evaluation's ``f_measure``, computed on the window around both
+    masks grown by 2 pixels: boundary pixels lie within one pixel of a mask, and matches are
+    counted on boundary pixels only, so the dilations need nothing outside the window (2-3x
+    faster on 480p frames, where scoring took a sixth of vos_eval's time).
+    """
     foreground_mask = np.asarray(foreground_mask).astype(bool)
     gt_mask = np.asarray(gt_mask).astype(bool)
     bound_pix = boundary_tolerance(foreground_mask.shape, bound_th)
+    window = _object_window((foreground_mask, gt_mask), 2)
+    if window is None:
+        return 1.0  # no boundary on either side
+    foreground_mask = foreground_mask[window]
+    gt_mask = gt_mask[window]
     fg_boundary = seg2bmap(foreground_mask)
     gt_boundary = seg2bmap(gt_mask)
     kernel = disk(bound_pix)
