@@ -136,6 +136,28 @@ def test_backend_bounds_memory_and_keeps_object_ids(tiny_model):
     assert session.step(clip.frames[1]).probs.shape[0] == 4
 
 
+def test_warm_up_runs_the_networks_and_leaves_the_stream_alone(tiny_model):
+    clip = make_clip(num_frames=6, width=96, height=64, num_objects=2, seed=4)
+    plain = Session(MemoryBackend(model_path=tiny_model, device='cpu'))
+    backend = MemoryBackend(model_path=tiny_model, device='cpu')
+    warmed = Session(backend)
+    calls = []
+    original = backend._encode
+    backend._encode = lambda image: calls.append(image.shape) or original(image)
+    took = warmed.warm_up(96, 64, objects=2)
+    # the key encoder ran (twice) at the network size of a 96x64 frame (shorter side 64)
+    assert took > 0.0 and calls == [(64, 96, 3)] * 2
+    assert backend.memory_frames == 0 and not warmed.initialized
+    # once per size and object count: the first mask's memorize does not run it again
+    results = [warmed.step(f, clip.first_mask if i == 0 else None)
+               for i, f in enumerate(clip.frames)]
+    assert len(calls) == 2 + len(clip.frames)
+    # and the stream's results are those of a session that never warmed up
+    for index, frame in enumerate(clip.frames):
+        expected = plain.step(frame, clip.first_mask if index == 0 else None)
+        np.testing.assert_allclose(results[index].probs, expected.probs, atol=1e-5)
+
+
 def test_backend_options_are_checked(tiny_model):
     with pytest.raises(ValueError, match='memory_every'):
         MemoryBackend(model_path=tiny_model, device='cpu', memory_every=0)

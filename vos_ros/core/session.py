@@ -129,6 +129,21 @@ class Session:
         """True once some object is being tracked."""
         return bool(self._object_ids)
 
+    def warm_up(self, width, height, objects=1):
+        """Let the backend run once at the working size of ``width``×``height`` frames.
+
+        Returns the milliseconds it took (see ``Backend.warm_up``); the stream's state is
+        untouched.
+        """
+        tic = time.perf_counter()
+        resolution = self.config.resolution
+        if resolution is None:
+            resolution = getattr(self.backend, 'default_resolution', 0) or 0
+        work_w, work_h = working_size(int(width), int(height), int(resolution),
+                                      int(self.config.size_multiple))
+        self.backend.warm_up(work_w, work_h, int(objects))
+        return (time.perf_counter() - tic) * 1000.0
+
     def reset(self):
         """Forget all objects and the backend's memory."""
         self.backend.reset()

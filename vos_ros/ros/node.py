@@ -192,6 +192,12 @@ class VosNode(Node):
         if settings['resolution'] >= 0:
             config.resolution = settings['resolution']
         self.session = Session(backend, config)
+        if self._file_annotation is not None:
+            # The first calls at a new shape run several times slower; pay them now, before
+            # the camera's first frames (annotation and frames share their size).
+            height, width = self._file_annotation.shape[:2]
+            took = self.session.warm_up(width, height, len(object_ids(self._file_annotation)))
+            self.get_logger().debug(f'backend warmed up at {width}x{height} in {took:.0f} ms')
         described = backend.describe() if hasattr(backend, 'describe') else {}
         self._backend_name = str(described.get('backend', settings['backend']))
         if self._adaptive is not None:

@@ -131,6 +131,11 @@ class AdaptiveBackend(Backend):
         #: Feature dicts (one per object) of the last cheap step (vos_ros.core.confidence).
         self.last_features = None
 
+    def warm_up(self, width, height, objects):
+        warm_up = getattr(self.full, 'warm_up', None)
+        if warm_up is not None:
+            warm_up(width, height, objects)
+
     def memorize(self, image, probs):
         probs = np.asarray(probs, np.float32)
         self.full.memorize(image, probs)

@@ -34,6 +34,14 @@ class Backend(abc.ABC):
     def propagate(self, image):
         """Return (K + 1)×h×w float32 probabilities for ``image`` (the next frame)."""
 
+    def warm_up(self, width, height, objects):
+        """Run once at working size ``width``×``height`` with ``objects`` objects, untimed.
+
+        Networks run their first calls at a new input shape several times slower (kernel
+        selection, graph profiling); a live node calls this before its first frame so that
+        the camera's first frames are answered on time. The default does nothing.
+        """
+
     def describe(self):
         """Return a short dict describing the backend (for logs and diagnostics)."""
         return {'backend': self.name}
