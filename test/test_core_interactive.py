@@ -111,6 +111,65 @@ def tiny_model(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope='module')
+def tiny_onnx_model(tmp_path_factory):
+    """The tiny BoxNet exported with its ONNX copy (as vos_export writes it)."""
+    torch = pytest.importorskip('torch')
+    pytest.importorskip('onnx')
+    from vos_ros.core import model_io
+    from vos_ros.core.models.box_net import BoxNet
+    from vos_ros.core.models.box_net import model_to_onnx
+
+    torch.manual_seed(1)
+    model = BoxNet(width=16, pretrained=False).eval()
+    path = tmp_path_factory.mktemp('box_onnx') / 'box.pt'
+    model_io.save_model(torch.jit.script(model), path, {
+        'kind': 'box', 'mean': [123.7, 116.3, 103.5], 'std': [58.4, 57.1, 57.4], 'stride': 2,
+        'input_multiple': 16, 'crop_size': 64, 'context': 0.2, 'click_radius': 3},
+        extra_files={model_io.BOX_ONNX_FILE: model_to_onnx(model, 64)})
+    return str(path)
+
+
+@pytest.mark.parametrize('flip', [True, False])
+def test_opencv_runtime_matches_torch(tiny_onnx_model, flip):
+    image, _ = scene()
+    fast = interactive.BoxModel(tiny_onnx_model, flip=flip)
+    slow = interactive.BoxModel(tiny_onnx_model, flip=flip, runtime='torch')
+    assert (fast.runtime, slow.runtime) == ('opencv', 'torch')
+    box = (45, 35, 95, 85)
+    window = fast.window(box)
+    hints = hint_maps(64, box_map(box, crop_matrix(window, 64), 64), [(30.0, 30.0)],
+                      [(5.0, 60.0)], None, 3)
+    np.testing.assert_allclose(fast.crop_probabilities(image, window, hints),
+                               slow.crop_probabilities(image, window, hints), atol=1e-4)
+    first = fast.predict(image, box)
+    assert np.array_equal(first, slow.predict(image, box))
+    assert np.array_equal(fast.predict(image, box, [(70, 60)], [(50, 40)], first),
+                          slow.predict(image, box, [(70, 60)], [(50, 40)], first))
+
+
+def test_runtime_choice_and_errors(tiny_model, tiny_onnx_model):
+    assert interactive.BoxModel(tiny_model).runtime == 'torch'  # no ONNX copy: torch
+    with pytest.raises(ModelError, match='no ONNX copy'):
+        interactive.BoxModel(tiny_model, runtime='opencv')
+    with pytest.raises(ValueError, match='runtime'):
+        interactive.BoxModel(tiny_onnx_model, runtime='onnxruntime')
+
+
+def test_box_to_mask_through_opencv_never_imports_torch(tiny_onnx_model):
+    import subprocess
+    import sys
+
+    code = ('import sys, numpy as np\n'
+            'from vos_ros.core.interactive import PromptSegmenter\n'
+            f'segmenter = PromptSegmenter("model", {tiny_onnx_model!r})\n'
+            'mask = segmenter.box(np.full((120, 160, 3), 90, np.uint8), (40, 30, 99, 89))\n'
+            'print(mask.shape, "torch" in sys.modules)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == '(120, 160) False'
+
+
 def test_box_model_predicts_an_image_sized_mask_and_caches_the_encoder(
         tiny_model, monkeypatch):
     image, truth = scene()

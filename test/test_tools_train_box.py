@@ -1,6 +1,7 @@
 """Tests of vos_train_box (box model training) and its export, on tiny synthetic data."""
 
 import csv
+import importlib.util
 import os
 
 import cv2
@@ -110,6 +111,10 @@ def test_train_resume_equals_one_run_and_exports(data, tmp_path, capsys):
     segmenter = PromptSegmenter('model', str(tmp_path / 'b2.pt'))
     assert segmenter.method == 'model'
     assert segmenter.box(image, (20, 10, 59, 49)).shape == (60, 80)
+    # the exported file holds the ONNX copy that annotate runs without torch
+    if importlib.util.find_spec('onnx') is not None:
+        assert model_io.read_extra_file(tmp_path / 'b2.pt', model_io.BOX_ONNX_FILE)
+        assert segmenter.model.runtime == 'opencv'
 
 
 def test_bad_arguments_fail_with_one_line(data, tmp_path, capsys):

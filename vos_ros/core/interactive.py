@@ -211,16 +211,47 @@ def iou(a, b):
 class BoxModel:
     """The ``box`` model file: crop, encode (cached per crop), decode hints, warp back.
 
-    ``path`` defaults to the shipped ``vos_ros/data/box.pt``. Raises ModelError when the file
-    is missing or not a ``box`` model, and when torch is not installed.
+    ``path`` defaults to the shipped ``vos_ros/data/box.pt``. ``runtime``: ``opencv`` runs the
+    ONNX copy the file holds (``box.onnx``, written by ``vos_export``) with OpenCV's DNN module
+    and never imports torch (the import alone is 2 s of a 3 s command); ``torch`` runs the
+    TorchScript network (and caches the encoder per crop, which the window's clicks reuse);
+    ``auto`` (default) takes OpenCV on the CPU when the file has the ONNX copy, else torch.
+    Raises ModelError when the file is missing or not a ``box`` model, and when neither
+    runtime can run it (torch missing and no ONNX copy).
     """
 
-    def __init__(self, path=None, device='cpu', threads=None, flip=True):
+    def __init__(self, path=None, device='cpu', threads=None, flip=True, runtime='auto'):
         from vos_ros.core import model_io
 
+        if runtime not in ('auto', 'opencv', 'torch'):
+            raise ValueError(f'runtime must be auto, opencv or torch, got {runtime!r}')
         path = model_io.default_model_path('box') if path is None else os.fspath(path)
-        self.loaded = model_io.load_model(path, device=device, half=False, kinds=('box',))
-        meta = self.loaded.meta
+        meta = model_io.read_metadata(path)
+        if meta['kind'] != 'box':
+            raise ModelError(f'{path} is a {meta["kind"]!r} model; expected box')
+        self.loaded = None
+        self._net = None
+        onnx = None
+        if runtime == 'opencv' or (runtime == 'auto' and str(device) in ('cpu', 'auto')):
+            onnx = model_io.read_extra_file(path, model_io.BOX_ONNX_FILE)
+            if onnx is None and runtime == 'opencv':
+                raise ModelError(f'{path} holds no ONNX copy: export it again with vos_export '
+                                 '(onnx installed) or use runtime torch')
+        if onnx is not None:
+            try:
+                self._net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx, np.uint8))
+            except cv2.error as error:
+                if runtime == 'opencv':
+                    raise ModelError(f'OpenCV cannot read the ONNX copy in {path}: '
+                                     f'{str(error).strip()}') from error
+                LOGGER.info('OpenCV cannot read the ONNX copy (%s); using torch', error)
+        if self._net is None:
+            self.loaded = model_io.load_model(path, device=device, half=False, kinds=('box',))
+            meta = self.loaded.meta
+        elif threads:
+            cv2.setNumThreads(int(threads))
+        self._meta = meta
+        self.runtime = 'opencv' if self._net is not None else 'torch'
         self.path = path
         self.size = int(meta['crop_size'])
         self.context = float(meta.get('context', DEFAULT_CONTEXT))
@@ -228,7 +259,7 @@ class BoxModel:
         self.threshold = float(meta.get('threshold', 0.0))
         # test-time augmentation: average the logits of the crop and its mirror image
         self.flip = bool(flip)
-        if threads:
+        if threads and self.loaded is not None:
             import torch
 
             torch.set_num_threads(int(threads))
@@ -238,7 +269,7 @@ class BoxModel:
     @property
     def meta(self):
         """The model's metadata (``vos.json``)."""
-        return self.loaded.meta
+        return self._meta
 
     def window(self, box):
         """Return the crop window of an inclusive box."""
@@ -268,6 +299,8 @@ class BoxModel:
 
     def crop_probabilities(self, image, window, hints):
         """Return the object probability map (crop size, float32) for hint maps ``[4,S,S]``."""
+        if self._net is not None:
+            return self._crop_probabilities_opencv(image, window, hints)
         torch = self._torch()
         features = self._encode(image, window)
         with torch.inference_mode():
@@ -281,6 +314,29 @@ class BoxModel:
             logits = torch.nn.functional.interpolate(logits, size=(self.size, self.size),
                                                      mode='bilinear', align_corners=False)
             return torch.sigmoid(logits - self.threshold)[0, 0].float().cpu().numpy()
+
+    def _crop_probabilities_opencv(self, image, window, hints):
+        """``crop_probabilities`` through the ONNX copy: the crop and its mirror in one pass
+        (the network of ``model_to_onnx`` takes exactly that pair)."""
+        crop = warp_crop(image, window, self.size).astype(np.float32)
+        crop = (crop - np.asarray(self._meta['mean'], np.float32)) \
+            / np.asarray(self._meta['std'], np.float32)
+        crop = crop.transpose(2, 0, 1)
+        hints = np.asarray(hints, np.float32)
+        if self.flip:
+            images = np.stack([crop, crop[:, :, ::-1]])
+            pair = np.stack([hints, hints[:, :, ::-1]])
+        else:
+            images = np.stack([crop, crop])
+            pair = np.stack([hints, hints])
+        self._net.setInput(np.ascontiguousarray(images), 'image')
+        self._net.setInput(np.ascontiguousarray(pair), 'hints')
+        logits = self._net.forward()[:, 0]
+        logits = 0.5 * (logits[0] + logits[1][:, ::-1]) if self.flip else logits[0]
+        # bilinear with half-pixel centres, as F.interpolate(align_corners=False)
+        logits = cv2.resize(np.ascontiguousarray(logits), (self.size, self.size),
+                            interpolation=cv2.INTER_LINEAR)
+        return (1.0 / (1.0 + np.exp(-(logits - self.threshold)))).astype(np.float32)
 
     def to_image(self, probabilities, window, shape):
         """Warp crop probabilities back to an image of ``shape`` (0 outside the crop)."""

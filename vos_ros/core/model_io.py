@@ -34,6 +34,8 @@ _LOG = logging.getLogger(__name__)
 
 #: Name of the metadata file inside the TorchScript archive.
 META_FILE = 'vos.json'
+#: The ONNX copy of a ``box`` network inside its model file (``box_net.model_to_onnx``).
+BOX_ONNX_FILE = 'box.onnx'
 #: Metadata layout version written by this code.
 FORMAT_VERSION = 1
 #: Model kinds this package can run.
@@ -126,8 +128,12 @@ def _read_raw_metadata(path):
         raise ModelError(f'{path}: {META_FILE} is not valid JSON ({error})') from error
 
 
-def save_model(module, path, meta):
-    """Save a TorchScript module with validated metadata as ``vos.json``; returns the meta."""
+def save_model(module, path, meta, extra_files=None):
+    """Save a TorchScript module with validated metadata as ``vos.json``; returns the meta.
+
+    ``extra_files``: more ``{name: bytes}`` stored beside it in the archive (read back without
+    torch by :func:`read_extra_file`).
+    """
     torch = _import_torch()
     meta = dict(meta)
     meta.setdefault('format_version', FORMAT_VERSION)
@@ -137,9 +143,25 @@ def save_model(module, path, meta):
         os.makedirs(directory, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeprecationWarning)
-        torch.jit.save(module, os.fspath(path),
-                       _extra_files={META_FILE: json.dumps(meta, indent=2)})
+        files = dict(extra_files or {})
+        files[META_FILE] = json.dumps(meta, indent=2)
+        torch.jit.save(module, os.fspath(path), _extra_files=files)
     return meta
+
+
+def read_extra_file(path, name):
+    """Return the bytes of extra file ``name`` of a model archive, None when it has none.
+
+    Reads the zip archive directly (no torch needed); ModelError for a file that is not one.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            hits = [n for n in archive.namelist() if n.split('/')[-2:] == ['extra', name]]
+            return archive.read(hits[0]) if hits else None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelError(f'{path} is not a TorchScript model file ({error})') from error
 
 
 class LoadedModel:

@@ -509,8 +509,10 @@ def export_checkpoint(checkpoint_path, out_path, version=None, checkpoint=None):
 
     import torch
 
+    from vos_ros.core.model_io import BOX_ONNX_FILE
     from vos_ros.core.model_io import save_model
     from vos_ros.core.models.box_net import BOX_ARCHS
+    from vos_ros.core.models.box_net import model_to_onnx
 
     if checkpoint is None:
         if not os.path.isfile(checkpoint_path):
@@ -539,7 +541,11 @@ def export_checkpoint(checkpoint_path, out_path, version=None, checkpoint=None):
         'version': version or f'{arch}-it{iteration}',
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     })
-    return save_model(scripted, out_path, meta)
+    extra = {}
+    onnx_bytes = model_to_onnx(model, int(meta['crop_size']))
+    if onnx_bytes is not None:
+        extra[BOX_ONNX_FILE] = onnx_bytes
+    return save_model(scripted, out_path, meta, extra_files=extra)
 
 
 def main(argv=None):

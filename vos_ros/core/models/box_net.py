@@ -134,3 +134,34 @@ class BoxNet(nn.Module):
 
 #: Architectures by name (stored in checkpoints so export can rebuild them).
 BOX_ARCHS = {'boxnet_mbv2': BoxNet}
+
+
+def model_to_onnx(model, crop_size):
+    """Return ONNX bytes of ``model.forward`` for a mirrored pair, or None without ``onnx``.
+
+    Input ``image`` ``[2,3,S,S]`` (normalised RGB: the crop and its mirror image), ``hints``
+    ``[2,4,S,S]``; output ``logits`` ``[2,1,S/2,S/2]``, S = ``crop_size``. ``annotate`` runs
+    it with OpenCV's DNN module so that a box becomes a mask without importing torch (torch's
+    import alone took 2 of the 2.8 s an annotation took). Written with torch's TorchScript
+    exporter (opset 13, which OpenCV 4.6 reads) when the ``onnx`` package is installed.
+    """
+    import io
+    import logging
+    import warnings
+
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            'onnx is not installed: the box model is written without its ONNX copy (annotate '
+            'then imports torch, ~2 s slower); pip install onnx to add it')
+        return None
+    buffer = io.BytesIO()
+    size = int(crop_size)
+    inputs = (torch.zeros(2, 3, size, size), torch.zeros(2, HINT_CHANNELS, size, size))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')  # the TorchScript exporter is deprecated, still works
+        torch.onnx.export(model, inputs, buffer, dynamo=False, opset_version=13,
+                          input_names=['image', 'hints'], output_names=['logits'],
+                          do_constant_folding=True)
+    return buffer.getvalue()
