@@ -182,6 +182,46 @@ def _sample_pixels(rng, labels, allowed, count):
     return rng.choice(flat.size, size=count, replace=True, p=probs).astype(np.int64), True
 
 
+def crop_window(rng, labels, crop, scale, object_p, spread, max_angle=0.0):
+    """Return the affine map (2×3) from a frame to a crop of side ``crop`` at ``scale``.
+
+    With probability ``object_p`` (when ``labels`` show an object) the crop is centred on the
+    objects' centroid plus a normal offset of ``crop / scale / spread``, else anywhere; it stays
+    inside the frame where possible. ``max_angle`` > 0 adds a random rotation (degrees).
+    """
+    height, width = labels.shape
+    side = crop / scale
+    ys, xs = np.nonzero(labels)
+    if xs.size and rng.random() < object_p:
+        centre = np.array([xs.mean(), ys.mean()]) + rng.normal(0, side / spread, 2)
+    else:
+        centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    # keep the window inside the frame where possible (borders replicate otherwise)
+    centre[0] = np.clip(centre[0], min(side / 2, width / 2), max(width - side / 2, width / 2))
+    centre[1] = np.clip(centre[1], min(side / 2, height / 2),
+                        max(height - side / 2, height / 2))
+    angle = rng.uniform(-max_angle, max_angle) if max_angle else 0.0
+    matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
+    matrix[:, 2] += crop / 2 - centre
+    return matrix
+
+
+def warp_pair(image, labels, matrix, crop, flip, label_border=cv2.BORDER_REFLECT):
+    """Warp a frame (reflected borders) and its labels by ``matrix`` into a ``crop`` square.
+
+    Labels outside the frame are reflected too, or 0 with ``cv2.BORDER_CONSTANT``; ``flip``
+    mirrors both. Returns contiguous arrays.
+    """
+    size = (crop, crop)
+    image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT)
+    labels = cv2.warpAffine(labels, matrix, size, flags=cv2.INTER_NEAREST,
+                            borderMode=label_border, borderValue=0)
+    if flip:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
 class PairDataset:
     """Sample ``index`` -> one augmented (reference, query) pair; a pure function of index."""
 
@@ -214,34 +254,6 @@ class PairDataset:
             pool = self.real or self.synth
         return self.sequences[pool[int(rng.integers(len(pool)))]]
 
-    def _window(self, rng, labels, scale):
-        """Return the affine map (2×3) from a frame to a crop of side ``crop``."""
-        height, width = labels.shape
-        side = self.crop / scale
-        ys, xs = np.nonzero(labels)
-        if xs.size and rng.random() < 0.8:
-            centre = np.array([xs.mean(), ys.mean()]) + rng.normal(0, side / 4, 2)
-        else:
-            centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
-        # keep the window inside the frame where possible (borders replicate otherwise)
-        centre[0] = np.clip(centre[0], min(side / 2, width / 2), max(width - side / 2, width / 2))
-        centre[1] = np.clip(centre[1], min(side / 2, height / 2),
-                            max(height - side / 2, height / 2))
-        angle = rng.uniform(-10, 10) if self.augment else 0.0
-        matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
-        matrix[:, 2] += self.crop / 2 - centre
-        return matrix
-
-    def _warp(self, image, labels, matrix, flip):
-        size = (self.crop, self.crop)
-        image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT)
-        labels = cv2.warpAffine(labels, matrix, size, flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_REFLECT)
-        if flip:
-            image, labels = image[:, ::-1], labels[:, ::-1]
-        return image, labels
-
     def _colour(self, rng, image):
         image = image.astype(np.float32)
         if self.augment:
@@ -263,7 +275,8 @@ class PairDataset:
             query = (ref + 1 + int(rng.integers(count - 1))) % count
         scale = rng.uniform(0.7, 1.3) if self.augment else 1.0
         flip = bool(self.augment and rng.random() < 0.5)
-        base = self._window(rng, sequence['masks'][query], scale)
+        base = crop_window(rng, sequence['masks'][query], self.crop, scale, 0.8, 4,
+                           10.0 if self.augment else 0.0)
         out = {}
         for key, frame, jitter in (('ref', ref, True), ('query', query, False)):
             matrix = base.copy()
@@ -271,8 +284,8 @@ class PairDataset:
                 # the two frames see slightly different windows, as a moving camera would
                 matrix[:, 2] += rng.normal(0, self.crop / 12, 2)
                 matrix[:, :2] *= rng.uniform(0.9, 1.1)
-            image, labels = self._warp(sequence['frames'][frame], sequence['masks'][frame],
-                                       matrix, flip)
+            image, labels = warp_pair(sequence['frames'][frame], sequence['masks'][frame],
+                                      matrix, self.crop, flip)
             small = labels[self.stride // 2::self.stride, self.stride // 2::self.stride]
             out[key + '_image'] = self._colour(rng, image)
             out[key + '_labels'] = np.ascontiguousarray(small).astype(np.int64)
@@ -383,12 +396,17 @@ def _excluded(args):
     return set(name for path in paths for name in _read_names(path, '--exclude-file'))
 
 
-def gather_sequences(args, progress):
-    """Return (train sequences, validation sequences, description of the training data)."""
+def gather_sequences(args, progress, validation=True, required=True):
+    """Return (train sequences, validation sequences, description of the training data).
+
+    ``validation`` False ignores ``--val-file`` (no validation sequences); ``required`` False
+    returns an empty training list rather than raising DataError.
+    """
     include = set(_read_names(args.sequences_file, '--sequences-file')) \
         if args.sequences_file else None
     exclude = _excluded(args)
-    val_names = set(_read_names(args.val_file, '--val-file')) if args.val_file else set()
+    val_names = set(_read_names(args.val_file, '--val-file')) \
+        if validation and args.val_file else set()
     train, val, described = [], [], []
     for root in args.data:
         names = Dataset(root).sequence_names()
@@ -402,7 +420,7 @@ def gather_sequences(args, progress):
     if args.synthetic > 0:
         train += make_synthetic_sequences(args.synthetic, args.seed, args.resolution)
         described.append({'synthetic_clips': args.synthetic})
-    if not train:
+    if required and not train:
         raise DataError('no training sequences: give DAVIS folders and/or --synthetic N')
     return train, val, described
 
@@ -423,8 +441,10 @@ def _save_atomic(obj, path):
     os.replace(tmp, path)
 
 
-def write_curves(csv_path, png_path):
-    """Plot loss and metrics from metrics.csv into a PNG."""
+def write_curves(csv_path, png_path, loss_title='triplet loss',
+                 metrics=('nn_acc', 'pair_iou', 'val_pair_iou'),
+                 metrics_title='nearest-neighbour metrics'):
+    """Plot the loss and the ``metrics`` columns (0-1) of metrics.csv into a PNG."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
@@ -439,15 +459,15 @@ def write_curves(csv_path, png_path):
 
     figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(its, column('loss'))
-    axes[0].set_title('triplet loss')
+    axes[0].set_title(loss_title)
     axes[0].set_xlabel('iteration')
-    for name in ('nn_acc', 'pair_iou', 'val_pair_iou'):
+    for name in metrics:
         values = column(name)
         points = [(i, v) for i, v in zip(its, values) if not math.isnan(v)]
         if points:
             axes[1].plot(*zip(*points), marker='.' if name.startswith('val') else None,
                          label=name)
-    axes[1].set_title('nearest-neighbour metrics')
+    axes[1].set_title(metrics_title)
     axes[1].set_xlabel('iteration')
     axes[1].set_ylim(0, 1)
     axes[1].legend()
@@ -482,6 +502,147 @@ def load_resume_checkpoint(args):
     except Exception as error:
         raise DataError(f'cannot read checkpoint {path}: {error}') from error
     return checkpoint, path
+
+
+def check_counts(args):
+    """Raise ValueError unless the epoch, batch, checkpoint and log counts are >= 1."""
+    for name in ('epochs', 'iters_per_epoch', 'batch_size', 'checkpoint_every', 'log_every'):
+        if getattr(args, name) < 1:
+            raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
+
+
+def resumed_model(checkpoint, arch, model_kwargs, build, device):
+    """Return ``(model on device, arch, model_kwargs)``.
+
+    Resuming, the checkpoint's architecture and weights; else ``build(arch, model_kwargs)``.
+    """
+    if checkpoint is not None:
+        arch, model_kwargs = checkpoint['arch'], checkpoint['model_kwargs']
+    model = build(arch, model_kwargs)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint['state_dict'])
+    model.to(device)
+    return model, arch, model_kwargs
+
+
+def resume_optimizer(optimizer, checkpoint):
+    """Load the checkpoint's optimizer state; return the iteration to start from (0 if new)."""
+    if checkpoint is None:
+        return 0
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    return int(checkpoint['iteration'])
+
+
+class RunningMeans:
+    """Means of per-iteration metrics since the last metrics.csv row.
+
+    NaN values of the ``skip_nan`` metrics (an IoU with no object to score) are left out; a
+    metric without any value reads ``''``.
+    """
+
+    def __init__(self, names, skip_nan=()):
+        self.names, self.skip_nan = tuple(names), set(skip_nan)
+        self._sums = dict.fromkeys(self.names, 0.0)
+        self._counts = dict.fromkeys(self.names, 0)
+
+    def add(self, **values):
+        """Add one iteration's values."""
+        for name, value in values.items():
+            if name in self.skip_nan and math.isnan(value):
+                continue
+            self._sums[name] += value
+            self._counts[name] += 1
+
+    def take(self):
+        """Return the means by name, and start again."""
+        means = {name: self._sums[name] / self._counts[name] if self._counts[name] else ''
+                 for name in self.names}
+        self._sums = dict.fromkeys(self.names, 0.0)
+        self._counts = dict.fromkeys(self.names, 0)
+        return means
+
+
+class RunOutput:
+    """What a training run writes in ``--out``, and when it should stop.
+
+    config.json, metrics.csv (rows after the resumed iteration dropped, then one row a
+    :meth:`log`), TensorBoard scalars when tensorboard is installed, numbered checkpoints (the
+    last ``--keep-checkpoints`` kept) with last.pt and ``curves(csv, png)`` at each
+    :meth:`save`. ``write`` False (ranks other than 0) writes nothing. :meth:`stopping` turns
+    true after SIGTERM or ``--max-minutes``; :meth:`close` restores the SIGTERM handler.
+    """
+
+    def __init__(self, args, meta, checkpoint, start, fields, curves, write=True):
+        self.args, self.meta, self.fields, self.curves = args, meta, fields, curves
+        self.write = write
+        self.csv_path = os.path.join(args.out, 'metrics.csv')
+        self.png_path = os.path.join(args.out, 'curves.png')
+        self.ckpt_dir = os.path.join(args.out, 'checkpoints')
+        self.writer = None
+        if write:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            _prepare_csv(self.csv_path, start, fields)
+            with open(os.path.join(args.out, 'config.json'), 'w', encoding='utf-8') as handle:
+                json.dump({'args': vars(args), 'meta': meta}, handle, indent=2)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(os.path.join(args.out, 'tensorboard'))
+            except ImportError:  # tensorboard is optional
+                self.writer = None
+        self._signals = []
+        self._previous_handler = signal.signal(
+            signal.SIGTERM, lambda signum, frame: self._signals.append(signum))
+        self.started = time.monotonic()
+        self.elapsed_before = float(checkpoint.get('elapsed_s', 0.0)) if checkpoint else 0.0
+
+    def elapsed(self):
+        """Training seconds so far, the runs before a resume included."""
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def stopping(self):
+        """True once SIGTERM came or ``--max-minutes`` of this run have passed."""
+        out_of_time = self.args.max_minutes > 0 and \
+            time.monotonic() - self.started > self.args.max_minutes * 60.0
+        return out_of_time or bool(self._signals)
+
+    def log(self, iteration, metrics, scalars):
+        """Append a metrics.csv row, and the non-empty ``scalars`` to TensorBoard.
+
+        The row is ``metrics`` with the iteration, the epoch and the elapsed seconds added.
+        """
+        if not self.write:
+            return
+        row = dict(metrics, iteration=iteration, elapsed_s=round(self.elapsed(), 1),
+                   epoch=f'{iteration / self.args.iters_per_epoch:.3f}')
+        with open(self.csv_path, 'a', newline='', encoding='utf-8') as handle:
+            csv.DictWriter(handle, fieldnames=self.fields).writerow(row)
+        if self.writer is not None:
+            for key in scalars:
+                if row[key] != '':
+                    self.writer.add_scalar(key, float(row[key]), iteration)
+
+    def save(self, iteration, model, optimizer):
+        """Write the checkpoint of ``iteration`` (architecture from the meta) and the curves."""
+        if not self.write:
+            return
+        args = self.args
+        state = {'arch': self.meta['arch'], 'model_kwargs': self.meta['model_kwargs'],
+                 'state_dict': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                 'iteration': iteration, 'epoch': iteration / args.iters_per_epoch,
+                 'meta': self.meta, 'args': vars(args), 'elapsed_s': self.elapsed()}
+        _save_atomic(state, os.path.join(self.ckpt_dir, f'ckpt_{iteration:07d}.pt'))
+        _save_atomic(state, os.path.join(args.out, 'last.pt'))
+        old = sorted(n for n in os.listdir(self.ckpt_dir) if n.startswith('ckpt_'))
+        for name in old[:-args.keep_checkpoints] if args.keep_checkpoints > 0 else []:
+            os.remove(os.path.join(self.ckpt_dir, name))
+        self.curves(self.csv_path, self.png_path)
+
+    def close(self):
+        """Close TensorBoard and give SIGTERM back to its previous handler."""
+        if self.writer is not None:
+            self.writer.close()
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
 
 
 def _prepare_csv(path, resume_iteration, fields=CSV_FIELDS):
@@ -534,23 +695,15 @@ def train(args):
     if world > 1:
         distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
     main_rank = rank == 0
-    for name in ('epochs', 'iters_per_epoch', 'batch_size', 'checkpoint_every', 'log_every'):
-        if getattr(args, name) < 1:
-            raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
+    check_counts(args)
     os.makedirs(args.out, exist_ok=True)
 
     checkpoint, _ = load_resume_checkpoint(args)
 
     torch.manual_seed(args.seed)
-    if checkpoint is not None:
-        arch, model_kwargs = checkpoint['arch'], checkpoint['model_kwargs']
-    else:
-        arch = 'embednet'
-        model_kwargs = {'embedding_dim': args.embedding_dim, 'width': args.width}
-    model = build_model(arch, **model_kwargs)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint['state_dict'])
-    model.to(device)
+    model, arch, model_kwargs = resumed_model(
+        checkpoint, 'embednet', {'embedding_dim': args.embedding_dim, 'width': args.width},
+        lambda name, kwargs: build_model(name, **kwargs), device)
     train_seqs, val_seqs, described = gather_sequences(args, progress=main_rank)
     dataset = PairDataset(train_seqs, args.crop, model.stride, args.seed, args.ref_pixels,
                           args.anchor_pixels, args.synthetic_ratio)
@@ -564,10 +717,7 @@ def train(args):
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[local_rank] if device.startswith('cuda') else None)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    start = 0
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        start = int(checkpoint['iteration'])
+    start = resume_optimizer(optimizer, checkpoint)
     total = args.epochs * args.iters_per_epoch
 
     meta = {
@@ -577,51 +727,14 @@ def train(args):
         'normalized': True, 'resolution': args.resolution, 'training_data': described,
         'loss': f'PML nearest-neighbour triplet, margin {args.margin}',
     }
-    csv_path = os.path.join(args.out, 'metrics.csv')
-    png_path = os.path.join(args.out, 'curves.png')
-    ckpt_dir = os.path.join(args.out, 'checkpoints')
-    writer = None
-    if main_rank:
-        os.makedirs(ckpt_dir, exist_ok=True)
-        _prepare_csv(csv_path, start)
-        with open(os.path.join(args.out, 'config.json'), 'w', encoding='utf-8') as handle:
-            json.dump({'args': vars(args), 'meta': meta}, handle, indent=2)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(os.path.join(args.out, 'tensorboard'))
-        except ImportError:  # tensorboard is optional
-            writer = None
-
-    stop_requested = []
-
-    def request_stop(signum, frame):
-        stop_requested.append(signum)
-
-    previous_handler = signal.signal(signal.SIGTERM, request_stop)
-    started = time.monotonic()
-    elapsed_before = float(checkpoint.get('elapsed_s', 0.0)) if checkpoint else 0.0
-
-    def save(iteration):
-        if not main_rank:
-            return
-        state = {'arch': arch, 'model_kwargs': model_kwargs, 'state_dict': model.state_dict(),
-                 'optimizer': optimizer.state_dict(), 'iteration': iteration,
-                 'epoch': iteration / args.iters_per_epoch, 'meta': meta, 'args': vars(args),
-                 'elapsed_s': elapsed_before + time.monotonic() - started}
-        numbered = os.path.join(ckpt_dir, f'ckpt_{iteration:07d}.pt')
-        _save_atomic(state, numbered)
-        _save_atomic(state, os.path.join(args.out, 'last.pt'))
-        old = sorted(n for n in os.listdir(ckpt_dir) if n.startswith('ckpt_'))
-        for name in old[:-args.keep_checkpoints] if args.keep_checkpoints > 0 else []:
-            os.remove(os.path.join(ckpt_dir, name))
-        write_curves(csv_path, png_path)
+    run = RunOutput(args, meta, checkpoint, start, CSV_FIELDS, write_curves, write=main_rank)
 
     from torch.utils.data import DataLoader
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=_collate,
                         sampler=IndexSampler(start, total, args.batch_size, rank, world),
                         num_workers=args.workers, persistent_workers=False)
     net.train()
-    sums = {'loss': 0.0, 'nn_acc': 0.0, 'pair_iou': 0.0, 'n': 0, 'iou_n': 0}
+    means = RunningMeans(('loss', 'nn_acc', 'pair_iou'), skip_nan=('pair_iou',))
     iteration = start
     progress = tqdm(total=total, initial=start, desc='training', unit='it',
                     disable=not main_rank, dynamic_ncols=True)
@@ -637,18 +750,11 @@ def train(args):
         loss.backward()
         optimizer.step()
         iteration += 1
-        sums['loss'] += float(loss.detach())
-        sums['nn_acc'] += acc
-        sums['n'] += 1
-        if not math.isnan(iou):
-            sums['pair_iou'] += iou
-            sums['iou_n'] += 1
+        means.add(loss=float(loss.detach()), nn_acc=acc, pair_iou=iou)
         progress.update(1)
         progress.set_postfix(loss=f'{float(loss.detach()):.3f}', acc=f'{acc:.2f}')
         epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
-        out_of_time = args.max_minutes > 0 and \
-            time.monotonic() - started > args.max_minutes * 60.0
-        stopping = out_of_time or bool(stop_requested)
+        stopping = run.stopping()
         if world > 1:
             # every rank must stop at the same iteration or the others hang in all-reduce
             flag = torch.tensor([1.0 if stopping else 0.0], device=device)
@@ -658,28 +764,14 @@ def train(args):
             val_iou = ''
             if val_set is not None and (epoch_end or iteration % args.checkpoint_every == 0):
                 val_iou = validate(model, val_set, device, 32, args.margin)
-            row = {'iteration': iteration, 'epoch': f'{iteration / args.iters_per_epoch:.3f}',
-                   'loss': sums['loss'] / max(1, sums['n']),
-                   'nn_acc': sums['nn_acc'] / max(1, sums['n']),
-                   'pair_iou': sums['pair_iou'] / sums['iou_n'] if sums['iou_n'] else '',
-                   'val_pair_iou': val_iou, 'lr': lr,
-                   'elapsed_s': round(elapsed_before + time.monotonic() - started, 1)}
-            with open(csv_path, 'a', newline='', encoding='utf-8') as handle:
-                csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(row)
-            if writer is not None:
-                for key in ('loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr'):
-                    if row[key] != '':
-                        writer.add_scalar(key, float(row[key]), iteration)
-            sums = {'loss': 0.0, 'nn_acc': 0.0, 'pair_iou': 0.0, 'n': 0, 'iou_n': 0}
+            run.log(iteration, dict(means.take(), val_pair_iou=val_iou, lr=lr),
+                    ('loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr'))
         if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
-            save(iteration)
+            run.save(iteration, model, optimizer)
         if stopping:
             break
     progress.close()
-    if writer is not None:
-        writer.close()
-    if previous_handler is not None:
-        signal.signal(signal.SIGTERM, previous_handler)
+    run.close()
     if world > 1:
         distributed.destroy_process_group()
     return os.path.join(args.out, 'last.pt'), iteration

