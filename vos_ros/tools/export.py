@@ -98,24 +98,38 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
     return save_model(traced, out_path, meta)
 
 
-def _export_memory(checkpoint, out_path, version=None, resolution=None):
-    """Script a memory-model checkpoint (all exported methods) into a model file."""
+def script_checkpoint(checkpoint, archs, kind, preserved_attrs=None):
+    """Rebuild a checkpoint's network from ``archs`` (by its ``arch``) and script it.
+
+    The checkpoint holds every weight, so no ImageNet file is read. ``preserved_attrs`` given,
+    the script is also frozen (batch norm folded into the convolutions, weights inlined: a
+    faster first call) keeping those methods. Returns ``(model in eval mode, script)``;
+    ModelError names an unknown architecture of the ``kind``.
+    """
     import torch
 
-    from vos_ros.core.model_io import save_model
-    from vos_ros.core.models.memory_net import MEMORY_ARCHS
-
-    arch, kwargs, train_meta = checkpoint['arch'], checkpoint['model_kwargs'], checkpoint['meta']
-    if arch not in MEMORY_ARCHS:
-        raise ModelError(f'unknown memory architecture {arch!r}; this vos_ros knows '
-                         f'{", ".join(sorted(MEMORY_ARCHS))}')
-    # the checkpoint holds every weight, the ImageNet file is not needed again
-    model = MEMORY_ARCHS[arch](pretrained=False, **kwargs)
+    arch, kwargs = checkpoint['arch'], checkpoint['model_kwargs']
+    if arch not in archs:
+        raise ModelError(f'unknown {kind} architecture {arch!r}; this vos_ros knows '
+                         f'{", ".join(sorted(archs))}')
+    model = archs[arch](pretrained=False, **kwargs)
     model.load_state_dict(checkpoint['state_dict'])
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeprecationWarning)
         scripted = torch.jit.script(model)
+        if preserved_attrs is not None:
+            scripted = torch.jit.freeze(scripted, preserved_attrs=preserved_attrs)
+    return model, scripted
+
+
+def _export_memory(checkpoint, out_path, version=None, resolution=None):
+    """Script a memory-model checkpoint (all exported methods) into a model file."""
+    from vos_ros.core.model_io import save_model
+    from vos_ros.core.models.memory_net import MEMORY_ARCHS
+
+    arch, kwargs, train_meta = checkpoint['arch'], checkpoint['model_kwargs'], checkpoint['meta']
+    _, scripted = script_checkpoint(checkpoint, MEMORY_ARCHS, 'memory')
     meta = {
         'kind': 'memory', 'mean': list(train_meta['mean']), 'std': list(train_meta['std']),
         'stride': int(train_meta['stride']), 'input_multiple': int(train_meta['input_multiple']),

@@ -32,6 +32,7 @@ import time
 import cv2
 import numpy as np
 
+from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
@@ -42,9 +43,10 @@ from vos_ros.core.interactive import disc_map
 from vos_ros.core.interactive import next_click
 from vos_ros.core.interactive import warp_crop
 from vos_ros.tools.cli import ToolParser
+from vos_ros.tools.train import _save_atomic
+from vos_ros.tools.train import MEAN
+from vos_ros.tools.train import STD
 
-MEAN = (123.675, 116.28, 103.53)
-STD = (58.395, 57.12, 57.375)
 CSV_FIELDS = ('iteration', 'loss', 'iou', 'iou_box_only', 'clicks', 'lr', 'elapsed_s',
               's_per_iter')
 #: Objects smaller than this (pixels) are not drawn as samples.
@@ -61,17 +63,7 @@ CLICK_ROUND_P = (0.5, 0.3, 0.2, 0.0)
 
 def read_names(paths):
     """Sequence names from files (one per line, ``#`` comments)."""
-    names = set()
-    for path in paths or []:
-        try:
-            with open(path, encoding='utf-8') as handle:
-                for line in handle:
-                    line = line.split('#', 1)[0].strip()
-                    if line:
-                        names.add(line)
-        except OSError as error:
-            raise DataError(f'cannot read {path}: {error}') from error
-    return names
+    return set(name for path in paths or [] for name in read_sequences_file(path))
 
 
 def ecssd_items(root, holdout=50):
@@ -312,12 +304,6 @@ def lr_factor(iteration, total, warmup):
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _save_atomic(torch, state, path):
-    tmp = f'{path}.tmp'
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _loss(torch, logits, truth):
     """Binary cross entropy plus soft IoU (per sample, averaged)."""
     functional = torch.nn.functional
@@ -388,7 +374,7 @@ def train(args):
                  'state_dict': model.state_dict(), 'optimizer': optimizer.state_dict(),
                  'iteration': iteration, 'elapsed_s': elapsed, 'meta': meta,
                  'args': vars(args)}
-        _save_atomic(torch, state, path)
+        _save_atomic(state, path)
         return path
 
     stop = {'signal': None}
@@ -505,32 +491,20 @@ def train(args):
 
 def export_checkpoint(checkpoint_path, out_path, version=None, checkpoint=None):
     """Script a ``box`` checkpoint (``encode`` and ``decode``) into a model file; return meta."""
-    import warnings
-
     import torch
 
     from vos_ros.core.model_io import BOX_ONNX_FILE
     from vos_ros.core.model_io import save_model
     from vos_ros.core.models.box_net import BOX_ARCHS
     from vos_ros.core.models.box_net import model_to_onnx
+    from vos_ros.tools.export import script_checkpoint
 
     if checkpoint is None:
         if not os.path.isfile(checkpoint_path):
             raise ModelError(f'checkpoint not found: {checkpoint_path}')
         checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
     arch, kwargs, train_meta = checkpoint['arch'], checkpoint['model_kwargs'], checkpoint['meta']
-    if arch not in BOX_ARCHS:
-        raise ModelError(f'unknown box architecture {arch!r}; this vos_ros knows '
-                         f'{", ".join(sorted(BOX_ARCHS))}')
-    # every weight is in the checkpoint: the ImageNet file is not needed again
-    model = BOX_ARCHS[arch](pretrained=False, **kwargs)
-    model.load_state_dict(checkpoint['state_dict'])
-    model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
-        scripted = torch.jit.script(model)
-        # batch norm folded into the convolutions, weights inlined: a faster first call
-        scripted = torch.jit.freeze(scripted, preserved_attrs=['encode', 'decode'])
+    model, scripted = script_checkpoint(checkpoint, BOX_ARCHS, 'box', ['encode', 'decode'])
     iteration = int(checkpoint.get('iteration', 0))
     meta = {key: train_meta[key] for key in ('kind', 'mean', 'std', 'stride', 'input_multiple',
                                              'crop_size', 'context', 'click_radius',
