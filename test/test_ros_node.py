@@ -7,7 +7,6 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
-import rclpy
 from sensor_msgs.msg import Image
 
 from vos_ros.core.labels import write_labels
@@ -29,14 +28,6 @@ ANSWER_TIMEOUT = 15.0
 @pytest.fixture(scope='module')
 def clip():
     return make_clip(num_frames=16, width=WIDTH, height=HEIGHT, num_objects=2, seed=3)
-
-
-@pytest.fixture(scope='module')
-def ros_context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.try_shutdown(context=context)
 
 
 @pytest.fixture(scope='module')

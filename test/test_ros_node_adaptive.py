@@ -9,7 +9,6 @@ from rcl_interfaces.msg import Parameter
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.msg import ParameterValue
 from rcl_interfaces.srv import SetParameters
-import rclpy
 
 from vos_ros.core.labels import write_labels
 from vos_ros.core.synthetic import make_clip
@@ -27,14 +26,6 @@ TIMEOUT = 15.0
 @pytest.fixture(scope='module')
 def clip():
     return make_clip(num_frames=16, width=WIDTH, height=HEIGHT, num_objects=1, seed=5)
-
-
-@pytest.fixture(scope='module')
-def ros_context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.try_shutdown(context=context)
 
 
 class _Node:
