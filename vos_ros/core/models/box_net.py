@@ -24,26 +24,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vos_ros.core.models.memory_net import _ResBlock
 from vos_ros.core.models.memory_net import mobilenet_v2_features
 from vos_ros.core.models.memory_net import STAGE_CHANNELS
 from vos_ros.core.models.memory_net import STAGES
 
 #: Hint channels: box, positive clicks, negative clicks, previous mask.
 HINT_CHANNELS = 4
-
-
-class _ResBlock(nn.Module):
-    """Two 3x3 convolutions (optionally dilated) with a residual connection."""
-
-    def __init__(self, cin: int, cout: int, dilation: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu(self.conv1(F.relu(x))))
-        return out + self.skip(x)
 
 
 class _UpBlock(nn.Module):

@@ -67,12 +67,13 @@ def mobilenet_v2_features(pretrained=True):
 
 
 class _ResBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection (STM/STCN decoder block)."""
+    """Two 3x3 convolutions (optionally dilated) with a residual connection (STM/STCN decoder
+    block; the box model's decoder uses it too)."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, dilation: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
