@@ -464,8 +464,8 @@ def build_parser():
                        help='convert an existing mask (0/255, ids, palette, colours)')
     hints.add_argument('--method', choices=METHODS, default=DEFAULT_METHOD,
                        help='box/click segmentation: model = the learned box model, auto = '
-                       'the model when torch and the model file load, else GrabCut (said '
-                       'once), grabcut = GrabCut only')
+                       'the model when its file loads (OpenCV runs its ONNX copy; torch '
+                       'otherwise), else GrabCut (said once), grabcut = GrabCut only')
     hints.add_argument('--model', metavar='PT',
                        help='box model file (default: the one shipped in vos_ros/data)')
     output = parser.add_argument_group('output')
