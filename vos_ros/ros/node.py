@@ -104,6 +104,13 @@ PARAMETERS = {
     'input_depth': (
         10, 'QoS history depth of the image subscription.', True,
         {'integer_range': [IntegerRange(from_value=1, to_value=1000, step=1)]}),
+    'frame_queue': (
+        2, 'Frames that may wait for the segmentation worker while it keeps up with the '
+        'camera on average (1 while the camera is faster than the model). A frame that finds '
+        'the queue full pushes out the oldest waiting one (counted as dropped). 1 = keep only '
+        'the latest (lowest latency); 2 (default) also absorbs a single slow frame (CPU '
+        'hiccups of 100+ ms on a 10 Hz camera) without dropping any.', True,
+        {'integer_range': [IntegerRange(from_value=1, to_value=30, step=1)]}),
     'publish_overlay': (
         True, 'Publish segmentation/overlay (computed only while someone subscribes).', False,
         {}),
@@ -153,6 +160,24 @@ def make_backend(name, model_path='', device='cpu'):
                                  'model; choose a backend that does (e.g. backend:=embedding) '
                                  'or leave model_path empty') from None
             del options[match.group(1)]
+
+
+def queue_frame(queue, frame, capacity, step_ms=None, interval_s=None):
+    """Append ``frame`` to ``queue`` (a deque, oldest first); return how many were dropped.
+
+    At most ``capacity`` frames wait while the model keeps up with the camera on average
+    (``step_ms``, the recent mean step time, at most ``interval_s``, the recent mean frame
+    interval), at most one while the camera outpaces it: a queue then only ages the answers,
+    so the newest frame stays alone. The oldest waiting frames make room.
+    """
+    if step_ms is not None and interval_s and step_ms > 1000.0 * interval_s:
+        capacity = 1
+    dropped = 0
+    while queue and len(queue) >= max(int(capacity), 1):
+        queue.popleft()
+        dropped += 1
+    queue.append(frame)
+    return dropped
 
 
 class VosNode(Node):
@@ -206,7 +231,8 @@ class VosNode(Node):
 
         # State shared between the executor thread and the worker, guarded by _cond.
         self._cond = threading.Condition()
-        self._slot = None
+        #: frames waiting for the worker, oldest first (at most frame_queue)
+        self._queue = collections.deque()
         self._stopping = False
         self._reset_pending = False
         self._pending_annotation = None
@@ -425,9 +451,9 @@ class VosNode(Node):
                     0.8 * self._interval_ema + 0.2 * interval
             self._last_received = received
             self._stats['received'] += 1
-            if self._slot is not None:
-                self._stats['dropped'] += 1
-            self._slot = (msg, received)
+            self._stats['dropped'] += queue_frame(
+                self._queue, (msg, received), self._settings['frame_queue'], self._step_ema,
+                self._interval_ema)
             self._cond.notify()
 
     def _on_annotation(self, msg):
@@ -463,15 +489,14 @@ class VosNode(Node):
         while True:
             with self._cond:
                 # A frame already waiting when the worker gets free: it is the bottleneck.
-                backlog = self._slot is not None
-                while self._slot is None and not self._stopping:
+                backlog = bool(self._queue)
+                while not self._queue and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
                 drops = self._stats['dropped'] - self._effort_drops
                 self._effort_drops = self._stats['dropped']
-                msg, received = self._slot
-                self._slot = None
+                msg, received = self._queue.popleft()
                 reset = self._reset_pending
                 self._reset_pending = False
                 annotation = self._pending_annotation
