@@ -6,7 +6,7 @@ Runs, on one clip (synthetic 854x480 by default, or ``--sequence DIR``):
 2. the node in lock-step (next frame sent when the last answer is back): publish->answer
    p50/p95; minus (1) this is what ROS adds (serialisation, DDS, conversions, thread hand-off);
 3. the node fed at each camera rate (default 10 and 30 Hz): p50/p95, output FPS and exactly
-   how many frames were answered, dropped by the node's keep-latest slot, or lost in transport
+   how many frames were answered, dropped by the node's frame queue, or lost in transport
    (from the node's own counters on /diagnostics).
 
 Example: ``.venv/bin/python bench/node_latency.py --frames 60 --rates 10 30``

@@ -162,6 +162,14 @@ def make_backend(name, model_path='', device='cpu'):
             del options[match.group(1)]
 
 
+#: Frames processed before the node judges whether it keeps up with the camera.
+EFFORT_SETTLE_FRAMES = 3
+#: The smallest cut of the effective target when behind: just under 100 the cheap path runs
+#: and is almost never trusted, so the full model runs too and each frame costs more than at
+#: 100 (seen: target 95 made a 10 Hz demo drop frames it answered at 100).
+EFFORT_FIRST_STEP = 20.0
+
+
 def queue_frame(queue, frame, capacity, step_ms=None, interval_s=None):
     """Append ``frame`` to ``queue`` (a deque, oldest first); return how many were dropped.
 
@@ -252,6 +260,7 @@ class VosNode(Node):
         self._last_received = None
         self._interval_ema = None
         self._step_ema = None
+        self._steps_seen = 0
         self._effort_drops = 0
 
         self._pub = self.create_publisher(Image, 'segmentation', output_qos())
@@ -409,13 +418,18 @@ class VosNode(Node):
 
         Behind: a frame was dropped since the last step, or one was already waiting when the
         worker got free while steps take more than 90 % of the input interval. Both lower the
-        effective target (by 10 and 5 points); steps under 60 % of the interval raise it back
-        a point per frame. A client that waits for each answer (lock-step) never leaves a frame
-        waiting, so it is never judged behind.
+        effective target (by 10 and 5 points, at least EFFORT_FIRST_STEP below the request);
+        steps under 60 % of the interval raise it back a point per frame (the last
+        EFFORT_FIRST_STEP points at once). Nothing is judged in the first
+        EFFORT_SETTLE_FRAMES frames. A client that waits for each answer (lock-step) never
+        leaves a frame waiting, so it is never judged behind.
         """
         self._step_ema = step_ms if self._step_ema is None else \
             0.8 * self._step_ema + 0.2 * step_ms
-        if self._adaptive is None:
+        self._steps_seen += 1
+        if self._adaptive is None or self._steps_seen <= EFFORT_SETTLE_FRAMES:
+            # The first frames say little of the load: the mean step and frame interval are
+            # still settling (frames matched late arrive in a burst), so nothing is judged yet.
             return
         with self._cond:
             interval = self._interval_ema
@@ -423,11 +437,13 @@ class VosNode(Node):
             offset = self._effort_offset
         load = self._step_ema / (interval * 1000.0) if interval else 0.0
         if drops:
-            offset += 10.0
+            offset = max(offset + 10.0, EFFORT_FIRST_STEP)
         elif backlog and load > 0.9:
-            offset += 5.0
+            offset = max(offset + 5.0, EFFORT_FIRST_STEP)
         elif load < 0.6:
             offset -= 1.0
+            if offset < EFFORT_FIRST_STEP:
+                offset = 0.0  # back to the requested target in one step (same reason)
         offset = min(max(offset, 0.0), requested)
         with self._cond:
             if requested == self._requested_target:  # not changed meanwhile
@@ -451,9 +467,10 @@ class VosNode(Node):
                     0.8 * self._interval_ema + 0.2 * interval
             self._last_received = received
             self._stats['received'] += 1
+            settled = self._steps_seen > EFFORT_SETTLE_FRAMES
             self._stats['dropped'] += queue_frame(
-                self._queue, (msg, received), self._settings['frame_queue'], self._step_ema,
-                self._interval_ema)
+                self._queue, (msg, received), self._settings['frame_queue'],
+                self._step_ema if settled else None, self._interval_ema)
             self._cond.notify()
 
     def _on_annotation(self, msg):

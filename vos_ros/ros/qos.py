@@ -3,7 +3,7 @@
 Input defaults to reliable / keep last 10: measured with Fast DDS here, a best-effort reader lost
 about a third of 854x480 rgb8 frames sent reliably at 10 Hz while a reliable reader lost none
 (``bench/node_latency.py --input-reliability``). Dropping stale frames is the node's job (its
-keep-latest slot counts what it drops), not the transport's.
+frame queue counts what it drops), not the transport's.
 
 But a reliable reader receives nothing from a best-effort writer (the sensor-data QoS of many
 camera drivers), so the node's default, ``auto``, follows the publishers it finds: reliable

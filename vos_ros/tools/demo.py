@@ -285,7 +285,7 @@ def main(argv=None):
     with open(os.path.join(args.out, 'summary.json'), 'w', encoding='utf-8') as handle:
         json.dump(summary, handle, indent=2)
     print(f'answered {answered}/{len(clip.frames)} frames ({summary["frames_dropped"]} dropped '
-          f'by the node\'s keep-latest slot), output {summary["output_fps"]:.1f} FPS')
+          f'by the node\'s frame queue), output {summary["output_fps"]:.1f} FPS')
     if summary['frames_dropped']:
         print('  (inference was slower than the camera here; a lower --resolution or --rate, or '
               'a GPU, answers every frame)')
