@@ -146,7 +146,7 @@ def test_bad_input_is_skipped_and_next_frame_answered(annotated_node, clip, prob
     _, client, log = annotated_node
     bad_key = _send_msg(client, BAD_INPUTS[problem](clip.frames[-1]))
     # Wait for the warning before the good frame, or the good one may replace the bad one in
-    # the node's keep-latest slot before the worker looks at it.
+    # the node's frame queue before the worker looks at it.
     assert _wait_for_log(log, BAD_WORDS[problem]), log.read_text()
     good_key = _send(client, clip.frames[-1])
     assert _answer(client, good_key) is not None, log.read_text()
