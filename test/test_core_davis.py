@@ -121,3 +121,10 @@ def test_check_same_size():
     check_same_size(image, np.zeros((10, 12), np.uint8), 'ok')
     with pytest.raises(DataError, match='mask.png'):
         check_same_size(image, np.zeros((12, 10), np.uint8), 'mask.png')
+
+
+def test_read_image_says_a_folder_is_a_folder(tmp_path):
+    with pytest.raises(DataError, match='is a folder, not an image file'):
+        read_image(tmp_path)
+    with pytest.raises(DataError, match='image file not found'):
+        read_image(tmp_path / 'missing.jpg')

@@ -19,6 +19,8 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 def read_image(path):
     """Read an image file as H×W×3 uint8 RGB; DataError names the file on failure."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f'{path} is a folder, not an image file (give one frame inside it)')
     if not os.path.isfile(path):
         raise DataError(f'image file not found: {path}')
     image = cv2.imread(path, cv2.IMREAD_COLOR)

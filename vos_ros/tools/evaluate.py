@@ -352,6 +352,13 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
+    if progress:
+        # say which pipeline runs: with no --backend/--model that is the package default
+        described = backend.describe() if hasattr(backend, 'describe') else {}
+        details = ', '.join(f'{key} {described[key]}' for key in
+                            ('version', 'resolution', 'device') if described.get(key))
+        print(f'vos_eval: backend {described.get("backend", getattr(backend, "name", "?"))}'
+              + (f' ({details})' if details else ''), file=sys.stderr)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, RESULTS_NAME)
