@@ -115,3 +115,18 @@ def test_console_script_prints_one_line_without_traceback(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "annotate: error: --box x0,y0,x1,y1: numbers must be finite, got 'inf,30,90,90'"]
+
+
+def test_help_shows_only_defaults_that_say_something_and_no_rest_quoting():
+    from vos_ros.tools.cli import ToolParser
+
+    parser = ToolParser(prog='tool', description='``tool``: does ``x``.', epilog='Use ``--a``.')
+    parser.add_argument('--a', help='nothing by default')
+    parser.add_argument('--frame', type=int, default=0, help='frame index')
+    parser.add_argument('--flag', action='store_true', help='a switch')
+    parser.add_argument('--ids', default='1,2', help='ids (default 1, 2, …)')
+    text = parser.format_help()
+    assert '(default: None)' not in text and '(default: False)' not in text
+    assert 'frame index (default: 0)' in ' '.join(text.split())
+    assert '(default: 1,2)' not in text  # its help names the default already
+    assert '``' not in text and 'tool: does x.' in text and 'Use --a.' in text

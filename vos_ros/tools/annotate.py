@@ -11,8 +11,8 @@ Hints (headless): ``--box x0,y0,x1,y1`` (repeatable; ``--object ID`` per box, de
 ``--points x,y,label …`` (label 1 object, 0 background; with one box each click refines the
 box's mask in turn, with none they alone mark object ``--object`` or 1), ``--from-mask PNG``
 (any 0/255, gray-id, palette or colour mask, converted to the palette format). Boxes and clicks
-go to GrabCut or, with ``--method model`` or ``auto``, to the learned box model shipped in the
-package (``auto`` falls back to GrabCut when torch or the model is missing, saying so once).
+go to the learned box model shipped in the package (default ``--method auto``: GrabCut when
+the model cannot load, saying so once; ``--method grabcut`` for GrabCut only).
 With a source and no hint the annotation window opens (needs a display). The result is a
 palette PNG of the frame's size (``--out``); ``--publish`` also sends it to the node's
 ``~/annotation`` topic so tracking restarts on it.

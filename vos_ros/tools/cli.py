@@ -49,10 +49,37 @@ def protect_negative_lists(argv):
     return [' ' + token if _NEGATIVE_LIST.match(token) else token for token in argv]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown only where they say something; descriptions keep their line breaks."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        # "(default: None)" says nothing, and a help text that names its default says it once
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS \
+                or 'default' in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+def plain_text(docstring):
+    """Return reStructuredText from a module docstring as a terminal shows it (no ``)."""
+    return (docstring or '').replace('``', '').strip()
+
+
 class ToolParser(argparse.ArgumentParser):
-    """ArgumentParser with finite floats, one-line errors and negative number lists."""
+    """ArgumentParser with finite floats, one-line errors and negative number lists.
+
+    Its help shows defaults only where they say something, and the description and epilog
+    without reStructuredText quoting.
+    """
 
     def __init__(self, *args, **kwargs):
+        kwargs['formatter_class'] = HelpFormatter
+        for key in ('description', 'epilog'):
+            if kwargs.get(key):
+                kwargs[key] = plain_text(kwargs[key])
         super().__init__(*args, **kwargs)
         # argparse looks a type up in this registry first: type=float means finite_float.
         self.register('type', float, finite_float)

@@ -406,22 +406,22 @@ def _parser():
     which.add_argument('--sequences-file', metavar='FILE',
                        help='text file with one sequence name per line (# comments allowed)')
     which.add_argument('--sequences', nargs='+', metavar='NAME',
-                       help='sequence names; None = every sequence in DATASET_ROOT')
+                       help='sequence names; omitted: every sequence in DATASET_ROOT')
     parser.add_argument('--backend', default=None,
                         help=f'segmentation backend, one of {", ".join(available_backends())}; '
-                             f'None = the package default ({DEFAULT_BACKEND})')
+                             f'omitted: the package default ({DEFAULT_BACKEND})')
     parser.add_argument('--model', metavar='PATH', default=None,
-                        help='model file, for backends that take one; None = their default')
+                        help='model file, for backends that take one; omitted: their default')
     parser.add_argument('--device', default=None,
                         help='auto, cpu, cuda or cuda:N, for backends that take one; '
-                             'None = their default')
+                             'omitted: their default')
     parser.add_argument('--resolution', type=int, default=None, metavar='N',
-                        help='working size: shorter side in pixels; None = the backend default, '
+                        help='working size: shorter side in pixels; omitted: the backend default, '
                              '0 = input size')
     parser.add_argument('--target-confidence', type=float, default=None, metavar='T',
                         help='0-100: run the cheap path (flow) while its estimated confidence '
                              'stays >= T, the full model otherwise (100 = full model every '
-                             "frame); None = the backend's own way (the adaptive "
+                             "frame); omitted: the backend's own way (the adaptive "
                              "backend's default target)")
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for masks and results.csv')
