@@ -228,9 +228,7 @@ class BoxModel:
         if runtime not in ('auto', 'opencv', 'torch'):
             raise ValueError(f'runtime must be auto, opencv or torch, got {runtime!r}')
         path = model_io.default_model_path('box') if path is None else os.fspath(path)
-        meta = model_io.read_metadata(path)
-        if meta['kind'] != 'box':
-            raise ModelError(f'{path} is a {meta["kind"]!r} model; expected box')
+        meta = model_io.read_metadata(path, kinds=('box',))
         self.loaded = None
         self._net = None
         onnx = None

@@ -119,8 +119,6 @@ def snap_labels(array):
         return np.ascontiguousarray(array), ''
     # bincount + a look-up table: ~10x faster than np.unique(return_inverse) on a 480p mask
     values = np.flatnonzero(np.bincount(array.ravel(), minlength=256))
-    if values.size and values.max() == 255 and set(values.tolist()) <= {0, 255}:
-        return (array == 255).astype(np.uint8), ''
     # uint8 codes (at most 256 values) through cv2.LUT: 5x faster than numpy fancy indexing
     lut = np.zeros(256, np.uint8)
     lut[values] = np.arange(values.size)

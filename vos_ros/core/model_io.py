@@ -90,11 +90,17 @@ def validate_metadata(meta, source='metadata'):
     return out
 
 
-def read_metadata(path):
-    """Return the validated metadata of a model file without loading the network."""
+def read_metadata(path, kinds=KNOWN_KINDS):
+    """Return the validated metadata of a model file without loading the network.
+
+    ModelError when the model's kind is not one of ``kinds``.
+    """
     path = os.fspath(path)
     _check_file(path)
-    return validate_metadata(_read_raw_metadata(path), path)
+    meta = validate_metadata(_read_raw_metadata(path), path)
+    if meta['kind'] not in kinds:
+        raise ModelError(f'{path} is a {meta["kind"]!r} model; expected {", ".join(kinds)}')
+    return meta
 
 
 def _check_file(path):
@@ -204,9 +210,7 @@ def load_model(path, device='auto', half=None, kinds=KNOWN_KINDS):
     DeviceError (device not available) with a message that says what to do.
     """
     path = os.fspath(path)
-    meta = read_metadata(path)
-    if meta['kind'] not in kinds:
-        raise ModelError(f'{path} is a {meta["kind"]!r} model; expected {", ".join(kinds)}')
+    meta = read_metadata(path, kinds)
     torch = _import_torch()
     device = resolve_device(device)
     try:

@@ -136,13 +136,16 @@ class Session:
         untouched.
         """
         tic = time.perf_counter()
+        self.backend.warm_up(*self._working_size(int(width), int(height)), int(objects))
+        return (time.perf_counter() - tic) * 1000.0
+
+    def _working_size(self, width, height):
+        """(w, h) the backend works at for ``width``×``height`` frames (config, else the
+        backend's default resolution)."""
         resolution = self.config.resolution
         if resolution is None:
             resolution = getattr(self.backend, 'default_resolution', 0) or 0
-        work_w, work_h = working_size(int(width), int(height), int(resolution),
-                                      int(self.config.size_multiple))
-        self.backend.warm_up(work_w, work_h, int(objects))
-        return (time.perf_counter() - tic) * 1000.0
+        return working_size(width, height, int(resolution), int(self.config.size_multiple))
 
     def reset(self):
         """Forget all objects and the backend's memory."""
@@ -185,11 +188,7 @@ class Session:
         image = as_rgb_image(image)
         height, width = image.shape[:2]
         if self._work_size is None:
-            resolution = self.config.resolution
-            if resolution is None:
-                resolution = getattr(self.backend, 'default_resolution', 0) or 0
-            self._work_size = working_size(width, height, int(resolution),
-                                           int(self.config.size_multiple))
+            self._work_size = self._working_size(width, height)
         work_w, work_h = self._work_size
         work_image = image if (width, height) == (work_w, work_h) else cv2.resize(
             image, (work_w, work_h), interpolation=cv2.INTER_AREA)

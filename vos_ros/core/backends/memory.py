@@ -163,17 +163,21 @@ class MemoryBackend(Backend):
 
     # -- internals -----------------------------------------------------------------------
 
-    def _net_image(self, image):
-        """Resize an image to the network's input size (shorter side ``resolution``, up or
-        down; sides rounded to the size multiple)."""
-        height, width = image.shape[:2]
+    def _net_size(self, width, height):
+        """Return the network's input size (w, h) for a ``width``×``height`` image: shorter
+        side ``resolution``, up or down; sides rounded to the size multiple."""
         scale = 1.0
         if self.resolution > 0:
             # small inputs are enlarged too: on a 16 px key grid a 72 px frame has 4 rows
             scale = self.resolution / min(width, height)
         multiple = self.multiple
-        net_w = max(multiple, int(round(width * scale / multiple)) * multiple)
-        net_h = max(multiple, int(round(height * scale / multiple)) * multiple)
+        return (max(multiple, int(round(width * scale / multiple)) * multiple),
+                max(multiple, int(round(height * scale / multiple)) * multiple))
+
+    def _net_image(self, image):
+        """Resize an image to the network's input size (see ``_net_size``)."""
+        height, width = image.shape[:2]
+        net_w, net_h = self._net_size(width, height)
         if (net_w, net_h) == (width, height):
             return image
         interpolation = cv2.INTER_AREA if net_w < width else cv2.INTER_LINEAR
@@ -204,7 +208,7 @@ class MemoryBackend(Backend):
             return module
 
     def warm_up(self, width, height, objects):
-        net_h, net_w = self._net_image(np.zeros((int(height), int(width), 1), np.uint8)).shape[:2]
+        net_w, net_h = self._net_size(int(width), int(height))
         self._warm_up_net((net_h, net_w), objects)
 
     def _warm_up_net(self, size, objects):
