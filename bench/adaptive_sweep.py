@@ -7,7 +7,9 @@ alone (``--full``, default ``memory``: the target-100 end), the adaptive backend
 reading and segmenting (as ``vos_eval``); ``startup s`` is the time to create the backend
 (model loading), and ``wall FPS`` counts it too. ``CPU ms`` is the process CPU time per frame
 of the whole evaluation (writing and scoring the masks included, alike for every
-configuration): less distorted than FPS when other work shares the CPU. ``full %`` /
+configuration): less distorted than FPS when other work shares the CPU. Each ``--cheap`` path
+(``light``: the memory model's light pass, the default; ``flow``) is swept over the targets.
+``full %`` /
 ``cheap %`` are the shares of frames each path produced (the first frame of each sequence is
 the given mask).
 
@@ -48,6 +50,12 @@ def _parse(argv):
                         help='comma-separated targets below 100 (100 = the full model alone, '
                              'always run)')
     parser.add_argument('--full', default='memory', help='full-model backend')
+    parser.add_argument('--cheap', default='light',
+                        help='comma-separated cheap paths swept at every target: light (the '
+                             'memory model on a smaller query), flow')
+    parser.add_argument('--flow-targets', default=None,
+                        help='targets for the flow cheap path when it is in --cheap (None = '
+                             '--targets)')
     parser.add_argument('--model', default=None, help='its model file (None = shipped)')
     parser.add_argument('--max-cheap-frames', type=int, default=None,
                         help='adaptive max_cheap_frames (None = the backend default)')
@@ -69,15 +77,17 @@ def _configs(args):
         adaptive['confidence_model'] = args.confidence_model
     configs = [(f'{args.full} (target 100)', 100.0,
                 lambda: create_backend(args.full, **options))]
-    for text in args.targets.split(','):
-        if not text.strip():
-            continue
-        target = float(text)
-        if not 0.0 <= target < 100.0:
-            raise ValueError(f'targets must lie in [0, 100), got {text}')
-        configs.append((f'adaptive {target:g}', target,
-                        lambda t=target: create_backend_with_target(
-                            'adaptive', t, full=args.full, **adaptive)))
+    for cheap in [c.strip() for c in args.cheap.split(',') if c.strip()]:
+        targets = args.flow_targets if cheap == 'flow' and args.flow_targets else args.targets
+        for text in targets.split(','):
+            if not text.strip():
+                continue
+            target = float(text)
+            if not 0.0 <= target < 100.0:
+                raise ValueError(f'targets must lie in [0, 100), got {text}')
+            configs.append((f'{cheap} {target:g}', target,
+                            lambda t=target, c=cheap: create_backend_with_target(
+                                'adaptive', t, full=args.full, cheap=c, **adaptive)))
     if not args.no_flow:
         configs.append(('flow', None, lambda: create_backend('flow')))
     return configs
@@ -89,13 +99,17 @@ def _plot(path, rows, title):
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6.5, 4.5))
-    adaptive = [r for r in rows if r['target'] != '']
-    adaptive.sort(key=lambda r: float(r['target']))
-    axis.plot([float(r['fps']) for r in adaptive], [float(r['JF']) for r in adaptive], 'o-',
-              label='adaptive (memory + flow)')
-    for row in adaptive:
-        axis.annotate(f'{float(row["target"]):g}', (float(row['fps']), float(row['JF'])),
-                      textcoords='offset points', xytext=(4, 4), fontsize=8)
+    for cheap in sorted({r['config'].split()[0] for r in rows
+                         if r['target'] not in ('', '100')}):
+        adaptive = [r for r in rows if r['target'] not in ('', '100')
+                    and r['config'].split()[0] == cheap]
+        adaptive.sort(key=lambda r: float(r['target']))
+        what = 'light pass' if cheap == 'light' else cheap
+        axis.plot([float(r['fps']) for r in adaptive], [float(r['JF']) for r in adaptive],
+                  'o-', label=f'adaptive: full model + {what}')
+        for row in adaptive:
+            axis.annotate(f'{float(row["target"]):g}', (float(row['fps']), float(row['JF'])),
+                          textcoords='offset points', xytext=(4, 4), fontsize=8)
     for row in rows:
         if row['target'] == '':
             axis.plot(float(row['fps']), float(row['JF']), 's', label=row['config'])

@@ -9,6 +9,14 @@ Samples come from the deployed code path itself: for every start frame ``s`` (ev
 frames with the cheap path; each cheap frame gives one sample per object: its features and its
 IoU against the ground truth (at input size, as ``vos_eval`` scores).
 
+With ``--cheap light`` (the default: the memory model's light pass) the cheap path reads the
+full model's own memory, so nothing can be replayed: each sequence runs the deployed adaptive
+backend at target 0 with ``max_cheap_frames`` = ``--horizon`` (the full model on every
+``horizon + 1``-th frame, the light pass between), once per phase in ``--phases`` (how many
+frames of the first cycle are cut short, so that every frame is seen at several distances
+from a full run); every light frame gives one sample per object. ``--cheap flow`` samples as
+described above.
+
 Fitting uses the sequences of DATASET_ROOT minus every ``--exclude`` file (the memory model's
 hold-out and dev lists: the hold-out is never fitted or tuned on). The reliability plot bins
 the predicted confidence of ``--calibrate`` sequences (the hold-out: measuring there is
@@ -32,8 +40,10 @@ import numpy as np
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends.adaptive import AdaptiveBackend
 from vos_ros.core.backends.base import Backend
+from vos_ros.core.confidence import ConfidenceModel
 from vos_ros.core.confidence import FEATURES
 from vos_ros.core.confidence import fit_logistic
+from vos_ros.core.confidence import FLOWLESS_FEATURES
 from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.metrics import db_eval_iou
@@ -69,16 +79,23 @@ def _parse(argv):
                         help='sequence file measured for the reliability plot (not fitted)')
     parser.add_argument('--model', default=None,
                         help='memory model for --seed full (None = the shipped one)')
+    parser.add_argument('--cheap', choices=('light', 'flow'), default='light',
+                        help='the cheap path whose confidence is fitted')
     parser.add_argument('--seed', choices=('full', 'gt'), default='full',
-                        help='what each cheap run starts from')
+                        help='what each flow run starts from (flow only)')
+    parser.add_argument('--phases', default='0,3',
+                        help='light: frames of the first cycle cut short, comma-separated')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--stride', type=int, default=2, help='frames between start frames')
     parser.add_argument('--horizon', type=int, default=12,
                         help='cheap frames followed from each start frame')
     parser.add_argument('--l2', type=float, default=1e-3, help='L2 penalty of the fit')
     parser.add_argument('--cache', default='out/confidence/samples', metavar='DIR',
                         help='per-sequence sample cache (keyed by seed, model, stride, horizon)')
-    parser.add_argument('--out', default='vos_ros/data/confidence.json',
-                        help='where to write the fitted model (JSON)')
+    parser.add_argument('--out', default=None,
+                        help='where to write the fitted model (JSON; None = the shipped file '
+                             'of the cheap path, vos_ros/data/confidence_light.json or '
+                             'confidence.json)')
     parser.add_argument('--plot', default='out/confidence/reliability.png',
                         help='reliability plot (PNG)')
     parser.add_argument('--limit', type=int, default=None,
@@ -92,6 +109,34 @@ def _full_results(sequence, frames, first, model):
     session = Session(create_backend('memory', **options))
     return [session.step(frame, first if i == 0 else None).probs
             for i, frame in enumerate(frames)], session.backend.default_resolution
+
+
+def _sample_light(sequence, args):
+    """Light pass: (features N×F, ious N) from the deployed adaptive backend at target 0."""
+    options = {'model_path': args.model} if args.model else {}
+    full = create_backend('memory', threads=args.threads, **options)
+    # a neutral estimate: at target 0 it is never consulted, only its features are kept
+    neutral = ConfidenceModel(np.zeros(len(FLOWLESS_FEATURES)), 0.0,
+                              features=FLOWLESS_FEATURES)
+    frames = [sequence.read_frame(i) for i in range(len(sequence))]
+    truth = [sequence.read_mask(i, log=lambda line: None) for i in range(len(sequence))]
+    rows, ious = [], []
+    for phase in (int(p) for p in args.phases.split(',') if p.strip()):
+        adaptive = AdaptiveBackend(full=full, cheap='light', target_confidence=0,
+                                   max_cheap_frames=args.horizon, confidence_model=neutral)
+        session = Session(adaptive)
+        for index, frame in enumerate(frames):
+            if index == 1 and phase:
+                adaptive._since_full = min(phase, args.horizon)  # a shorter first cycle
+            result = session.step(frame, truth[0] if index == 0 else None)
+            if result.path != 'cheap':
+                continue
+            for channel, object_id in enumerate(result.object_ids):
+                rows.append([adaptive.last_features[channel][name]
+                             for name in FLOWLESS_FEATURES])
+                ious.append(db_eval_iou(truth[index] == object_id,
+                                        result.labels == object_id))
+    return np.array(rows, np.float64).reshape(-1, len(FLOWLESS_FEATURES)), np.array(ious)
 
 
 def _sample_sequence(sequence, args):
@@ -141,7 +186,9 @@ def _labels(probs, ids, width, height):
 
 def _samples(dataset, names, args, what):
     model_tag = 'gt' if args.seed == 'gt' else os.path.basename(args.model or 'shipped')
-    if args.seed == 'full':
+    if args.cheap == 'light':
+        model_tag = f'light-p{args.phases.replace(",", "_")}-' + model_tag
+    if args.seed == 'full' or args.cheap == 'light':
         path = args.model or os.path.join(os.path.dirname(__file__), '..', 'vos_ros', 'data',
                                           'memory.pt')
         model_tag += f'-{int(os.path.getmtime(path))}'
@@ -150,13 +197,17 @@ def _samples(dataset, names, args, what):
         cache = os.path.join(args.cache, f'{name}-{model_tag}-s{args.stride}-h{args.horizon}'
                              '.npz')
         tic = time.perf_counter()
+        names_used = FLOWLESS_FEATURES if args.cheap == 'light' else FEATURES
         if os.path.isfile(cache):
             data = np.load(cache)
             x, y = data['features'], data['ious']
+        elif args.cheap == 'light':
+            x, y = _sample_light(dataset.sequence(name), args)
         else:
             x, y, _, _ = _sample_sequence(dataset.sequence(name), args)
+        if not os.path.isfile(cache):
             os.makedirs(args.cache, exist_ok=True)
-            np.savez(cache, features=x, ious=y, features_names=np.array(FEATURES))
+            np.savez(cache, features=x, ious=y, features_names=np.array(names_used))
         print(f'{what} {name}: {len(y)} samples, mean IoU {100 * y.mean():.1f} '
               f'({time.perf_counter() - tic:.0f} s)', flush=True)
         features.append(x)
@@ -232,11 +283,16 @@ def main(argv=None):
     if not names:
         print('fit_confidence: no sequence left to fit on', file=sys.stderr)
         return 1
+    if args.out is None:
+        from vos_ros.core.confidence import DEFAULT_MODEL_PATHS
+        args.out = DEFAULT_MODEL_PATHS[args.cheap]
+    names_used = FLOWLESS_FEATURES if args.cheap == 'light' else FEATURES
     x, y, groups = _samples(dataset, names, args, 'fit')
-    model = fit_logistic(x, y, l2=args.l2)
+    model = fit_logistic(x, y, l2=args.l2, names=names_used)
     fit_stats, fit_table = _summary(model, x, y)
     curves = [(f'fitting sequences ({len(names)})', fit_table, 'o-')]
     info = {'fitted_on': sorted(names), 'dataset': os.path.basename(os.path.abspath(args.root)),
+            'cheap': args.cheap, 'phases': args.phases if args.cheap == 'light' else None,
             'seed': args.seed, 'full_model': args.model or 'vos_ros/data/memory.pt',
             'stride': args.stride, 'horizon': args.horizon, 'l2': args.l2,
             'fit': fit_stats, 'script': 'bench/fit_confidence.py'}
@@ -252,7 +308,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     model.save(args.out)
     _plot(args.plot, curves)
-    print(json.dumps({'weights': dict(zip(FEATURES, np.round(model.weights, 3).tolist())),
+    print(json.dumps({'weights': dict(zip(names_used, np.round(model.weights, 3).tolist())),
                       'fit': fit_stats, 'hold_out': info.get('hold_out')}, indent=1))
     print(f'wrote {args.out} and {args.plot}')
     return 0

@@ -13,8 +13,10 @@ from vos_ros.core.confidence import CheapPathFeatures
 from vos_ros.core.confidence import ConfidenceModel
 from vos_ros.core.confidence import FEATURES
 from vos_ros.core.confidence import fit_logistic
+from vos_ros.core.confidence import FLOWLESS_FEATURES
 from vos_ros.core.metrics import db_eval_iou
 from vos_ros.core.session import Session
+from vos_ros.core.session import SessionConfig
 from vos_ros.core.synthetic import make_clip
 
 
@@ -202,9 +204,14 @@ def test_bad_model_files(tmp_path):
     path.write_text(json.dumps({'features': ['frames'], 'weights': [1.0, 2.0], 'bias': 0.0}))
     with pytest.raises(ValueError, match='weights has 2 values'):
         ConfidenceModel.load(path)
-    # the shipped model loads and knows what it was fitted on
+    # the shipped models load and know what they were fitted on; the light pass has no flow
     shipped = ConfidenceModel.load()
-    assert shipped.features == FEATURES and 'fitted_on' in shipped.info
+    assert set(shipped.features) <= set(FEATURES) and 'fitted_on' in shipped.info
+    light = ConfidenceModel.load(cheap='light')
+    assert light.features == FLOWLESS_FEATURES and 'fitted_on' in light.info
+    assert light.info['cheap'] == 'light'
+    with pytest.raises(ValueError, match='no shipped confidence model'):
+        ConfidenceModel.load(cheap='teleport')
 
 
 def test_cheap_path_features():
@@ -232,6 +239,25 @@ def test_cheap_path_features():
         features.update(np.zeros((3, 40, 40), np.float32))
 
 
+def test_change_feature_sees_the_scene_move_on():
+    probs = np.zeros((2, 40, 40), np.float32)
+    probs[1, 10:20, 10:20] = 1.0
+    probs[0] = 1.0 - probs[1]
+    image = np.full((40, 40, 3), 100, np.uint8)
+    features = CheapPathFeatures()
+    features.start(probs, image)
+    row, = features.update(probs, image=image)
+    assert row['change'] == 0.0
+    moved = image.copy()
+    moved[5:25, 5:25] = 151  # brighter where the object is: 51 grey levels of 255
+    row, = features.update(probs, image=moved)
+    assert row['change'] == pytest.approx(51.0 / 255.0, rel=0.3)
+    # no image given at the start: nothing to compare with
+    features.start(probs)
+    row, = features.update(probs, image=moved)
+    assert row['change'] == 0.0
+
+
 def test_session_paths_without_objects_and_with_a_plain_backend(clip):
     session = Session('flow')
     assert session.step(clip.frames[0]).path == 'none'
@@ -255,3 +281,44 @@ def test_target_100_with_the_memory_model_is_the_memory_backend(clip, tiny_memor
     paths = [r.path for r in _run(named, clip)]
     assert paths[:5] == ['given', 'cheap', 'cheap', 'cheap', 'full']
     assert named.describe()['full'] == 'memory'
+    # a memory model has a light pass: it is the cheap path unless flow is asked for
+    assert named.describe()['cheap'] == 'light'
+    assert named.confidence_model.features == FLOWLESS_FEATURES
+    flow = create_backend('adaptive', model_path=tiny_memory_model, cheap='flow')
+    assert flow.describe()['cheap'] == 'flow'
+
+
+def test_light_pass_reads_the_memory_and_leaves_it_alone(clip, tiny_memory_model):
+    backend = create_backend('memory', model_path=tiny_memory_model)
+    # working sizes on the network's 16 px grid, as vos_eval and the node make them
+    session = Session(backend, SessionConfig(size_multiple=16))
+    session.step(clip.frames[0], clip.masks[0])
+    session.step(clip.frames[1])
+    image = session._last_image  # working size, as the adaptive backend hands it over
+    before = [t.clone() for t in backend._memory()]
+    frames = backend.memory_frames
+    # at the full resolution the light pass is the full model's read-out exactly
+    light = backend.propagate_light(_working(session, clip.frames[2]), 64)
+    assert light.shape == (3,) + image.shape[:2]
+    np.testing.assert_allclose(light.sum(axis=0), 1.0, atol=1e-5)
+    assert backend.memory_frames == frames
+    for old, new in zip(before, backend._memory()):
+        assert (old == new).all()
+    full = backend.propagate(_working(session, clip.frames[2]))
+    np.testing.assert_allclose(light, full, atol=1e-5)
+    # a smaller query: a coarser answer at the same size, from the same memory
+    small = backend.propagate_light(_working(session, clip.frames[3]), 32)
+    assert small.shape == light.shape
+    assert not np.allclose(small, backend.propagate_light(_working(session, clip.frames[3]), 64))
+
+
+def _working(session, frame):
+    import cv2
+
+    width, height = session._work_size
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def test_light_cheap_path_needs_a_full_model_with_one():
+    with pytest.raises(ValueError, match='light pass'):
+        AdaptiveBackend(full=CountingFull(), cheap='light')

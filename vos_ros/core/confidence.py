@@ -21,10 +21,16 @@ Features (per object, computed at the cheap path's working size; ``FEATURES`` li
 - ``motion``: mean flow magnitude over the neighbourhood, in units of the object's size
   (sqrt of its area at the last full run);
 - ``full_uncertain``: ``uncertain`` of the full model's own result at its last run (a poor
-  start stays poor).
+  start stays poor);
+- ``change``: mean absolute grey-level change (0-1) over the neighbourhood between this frame
+  and the frame of the last full run (the scene moved on from what the memory last saw; the one
+  motion cue of a cheap path without optical flow).
 
-The model file is a small JSON (``vos_ros/data/confidence.json``): feature names, standardising
-means and scales, weights, bias, and a record of what it was fitted on.
+A cheap path without flow (the memory model's light pass) has no ``inconsistent`` or
+``motion``; its model lists only the features it uses. Each cheap path has its own fitted model
+file, a small JSON (``vos_ros/data/confidence_light.json`` for the light pass,
+``vos_ros/data/confidence.json`` for flow): feature names, standardising means and scales,
+weights, bias, and a record of what it was fitted on.
 """
 
 import json
@@ -35,11 +41,18 @@ import numpy as np
 
 #: Feature names, in the order of the model's weights.
 FEATURES = ('inconsistent', 'uncertain', 'area_change', 'step_change', 'frames',
-            'cum_inconsistent', 'cum_uncertain', 'log_area', 'motion', 'full_uncertain')
+            'cum_inconsistent', 'cum_uncertain', 'log_area', 'motion', 'full_uncertain',
+            'change')
+#: The features a cheap path without optical flow has (the light pass).
+FLOWLESS_FEATURES = ('uncertain', 'area_change', 'step_change', 'frames', 'cum_uncertain',
+                     'log_area', 'full_uncertain', 'change')
 
-#: Where the shipped model lives.
-DEFAULT_MODEL_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data',
-                                  'confidence.json')
+_DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data')
+#: Where the shipped models live, by cheap path.
+DEFAULT_MODEL_PATHS = {'flow': os.path.join(_DATA, 'confidence.json'),
+                       'light': os.path.join(_DATA, 'confidence_light.json')}
+#: The flow cheap path's model (kept for callers of the first version).
+DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS['flow']
 
 _KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
 
@@ -69,9 +82,15 @@ class ConfidenceModel:
             raise ValueError('confidence model: weights must be finite and scales > 0')
 
     @classmethod
-    def load(cls, path=None):
-        """Read a model JSON (default: the shipped one); ValueError naming a bad file."""
-        path = DEFAULT_MODEL_PATH if path in (None, '') else os.fspath(path)
+    def load(cls, path=None, cheap='flow'):
+        """Read a model JSON (default: the one shipped for the ``cheap`` path, ``flow`` or
+        ``light``); ValueError naming a bad file."""
+        if path in (None, ''):
+            if cheap not in DEFAULT_MODEL_PATHS:
+                raise ValueError(f'no shipped confidence model for cheap path {cheap!r}; '
+                                 f'choose one of {", ".join(DEFAULT_MODEL_PATHS)}')
+            path = DEFAULT_MODEL_PATHS[cheap]
+        path = os.fspath(path)
         try:
             with open(path, encoding='utf-8') as handle:
                 data = json.load(handle)
@@ -109,11 +128,12 @@ class ConfidenceModel:
         return 100.0 * _sigmoid(z @ self.weights + self.bias)
 
 
-def fit_logistic(features, targets, l2=1e-2, iterations=50):
+def fit_logistic(features, targets, l2=1e-2, iterations=50, names=FEATURES):
     """Fit weights and bias of ``sigmoid(z w + b)`` to targets in [0, 1] (soft labels).
 
     Newton's method (IRLS) on the cross-entropy with an L2 penalty ``l2`` on the weights (not
-    the bias); ``features`` N×F are standardised here. Returns a ConfidenceModel.
+    the bias); ``features`` N×F (columns named by ``names``) are standardised here. Returns a
+    ConfidenceModel.
     """
     x = np.asarray(features, np.float64)
     y = np.clip(np.asarray(targets, np.float64).reshape(-1), 0.0, 1.0)
@@ -134,7 +154,7 @@ def fit_logistic(features, targets, l2=1e-2, iterations=50):
         theta -= step
         if np.max(np.abs(step)) < 1e-8:
             break
-    return ConfidenceModel(theta[:-1], theta[-1], mean, scale)
+    return ConfidenceModel(theta[:-1], theta[-1], mean, scale, names)
 
 
 def _region(masks):
@@ -154,18 +174,20 @@ def _uncertainty(prob, region):
 class CheapPathFeatures:
     """Follow the cheap path from one full result and compute its features per frame.
 
-    ``start(probs)`` after every full result (or given mask); ``update(probs, flow, untrusted)``
-    after every cheap step returns one feature dict per object channel (1..K). All arrays at
-    the cheap path's working size: probs (K + 1)×h×w, flow h×w×2 (pixels), untrusted h×w bool
-    (None = unknown, counted as consistent).
+    ``start(probs, image)`` after every full result (or given mask); ``update(probs, flow,
+    untrusted, image)`` after every cheap step returns one feature dict per object channel
+    (1..K). All arrays at the cheap path's working size: probs (K + 1)×h×w, flow h×w×2
+    (pixels), untrusted h×w bool (None = unknown, counted as consistent), image h×w×3 uint8 RGB
+    (None in either call: ``change`` is 0).
     """
 
     def __init__(self):
         self._reference = None
 
-    def start(self, probs):
-        """Take ``probs`` (a full result) as the new reference."""
+    def start(self, probs, image=None):
+        """Take ``probs`` (a full result on ``image``) as the new reference."""
         probs = np.asarray(probs, np.float32)
+        self._gray = None if image is None else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         masks = [probs[k] > 0.5 for k in range(1, probs.shape[0])]
         self._reference = {
             'areas': [float(m.sum()) for m in masks],
@@ -182,7 +204,7 @@ class CheapPathFeatures:
         """True once a reference result was given."""
         return self._reference is not None
 
-    def update(self, probs, flow=None, untrusted=None):
+    def update(self, probs, flow=None, untrusted=None, image=None):
         """Return the feature dicts of this cheap step, one per object channel."""
         if self._reference is None:
             raise RuntimeError('CheapPathFeatures.update before start')
@@ -193,6 +215,11 @@ class CheapPathFeatures:
         self._frames += 1
         height, width = probs.shape[1:]
         magnitude = None if flow is None else cv2.magnitude(flow[:, :, 0], flow[:, :, 1])
+        difference = None
+        if image is not None and self._gray is not None:
+            gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            if gray.shape == self._gray.shape:
+                difference = cv2.absdiff(gray, self._gray)
         rows = []
         masks = []
         for index in range(len(self._previous)):
@@ -222,6 +249,8 @@ class CheapPathFeatures:
                 'log_area': float(np.log(area / (height * width) + 1e-4)),
                 'motion': motion,
                 'full_uncertain': self._reference['uncertain'][index],
+                'change': (float(difference[region].mean()) / 255.0
+                           if difference is not None and region.any() else 0.0),
             })
         self._previous = masks
         return rows

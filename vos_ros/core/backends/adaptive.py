@@ -6,7 +6,15 @@ predicted that the warped result had fallen below a **confidence target**. This 
 same with any two backends:
 
 - ``full`` (default ``memory``, the space-time memory network) and
-- ``cheap`` (default ``flow``, weight-free optical flow + local colour).
+- ``cheap``: ``light`` (the default where the full model has one: the same memory network
+  on a lower-resolution query, reading the memory the full frames built and writing nothing,
+  ``MemoryBackend.propagate_light``) or ``flow`` (weight-free optical flow + local colour; the
+  torch-free path, and the default for full models without a light pass).
+
+Measured on DAVIS-2016 training sequences (10 the memory model was trained on but neither
+estimate fitted on, full model on every third frame and the cheap path on the others): the
+light pass at 160 px lost 2.9 J&F against the full model on every frame, flow 8.5: flow's
+errors on fast non-rigid motion accumulate, the light pass reads the same memory every frame.
 
 Each frame, with ``target_confidence`` T (0-100):
 
@@ -25,8 +33,9 @@ the cheap result of that frame (None where the cheap path did not run; under the
 full frame the confidence caused); the session copies them into ``Result.path`` and
 ``Result.confidence``.
 
-The cheap path works at its own resolution (``cheap_resolution``, default the cheap backend's
-``default_resolution``: 200 px for ``flow``); the session's working size is the full backend's.
+The cheap path works at its own resolution (``cheap_resolution``, default 160 px for the light
+pass, the cheap backend's ``default_resolution`` for a backend: 200 px for ``flow``); the
+session's working size is the full backend's.
 """
 
 import logging
@@ -40,13 +49,17 @@ from vos_ros.core.confidence import ConfidenceModel
 
 LOGGER = logging.getLogger(__name__)
 
-#: Default ``target_confidence``, chosen by measurement on bench/memory_dev.txt (three DAVIS-2016
-#: sequences neither the memory model nor the estimate was fitted on; bench/README.md "Adaptive
-#: compute"): J&F 75.3 with the full model on 30 % of frames, against 75.1 at 80 (36 %), 73.5 at
-#: 60 (26 %) and 82.5 for the full model on every frame (memory model at 240 px).
+#: Default ``target_confidence`` of backend ``adaptive``, chosen by measurement on 10 DAVIS-2016
+#: train sequences outside the hold-out (bench/README.md "Adaptive compute"), light pass with
+#: at most 2 cheap frames in a row: J&F 88.05 at 70 (66 % light frames), 88.12 at 85 (56 %),
+#: 90.89 for the full model on every frame. Flow cheap path: 75.3 at 70 against 82.5 (3 dev
+#: sequences, memory model at 240 px). The package's default pipeline is still the full
+#: model on every frame (target 100); the node lowers its target when it falls behind.
 DEFAULT_TARGET = 70
-#: Default ``max_cheap_frames``: the longest run of cheap frames before a forced full run.
-DEFAULT_MAX_CHEAP = 8
+#: Default ``max_cheap_frames`` by cheap path: the longest run of cheap frames before a forced
+#: full run. Light pass: measured on 10 DAVIS-2016 train sequences (bench/README.md), at most
+#: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); flow: 8.
+DEFAULT_MAX_CHEAP = {'light': 2, 'flow': 8}
 
 
 def check_target(value, name='target_confidence'):
@@ -61,35 +74,58 @@ def check_target(value, name='target_confidence'):
     return target
 
 
+#: Default shorter side of the light pass's query (see ``propagate_light``).
+DEFAULT_LIGHT_RESOLUTION = 160
+
+
+class _LightPath(Backend):
+    """The full model's light pass as a cheap backend: its state is the full model's memory."""
+
+    name = 'light'
+
+    def __init__(self, full, resolution):
+        self.full = full
+        self.resolution = int(resolution)
+
+    def reset(self):
+        pass  # the adaptive backend resets the full model itself
+
+    def memorize(self, image, probs):
+        pass  # the full model memorised the frame when it ran on it
+
+    def propagate(self, image):
+        height, width = image.shape[:2]
+        return self.full.propagate_light(image, self.resolution or min(height, width))
+
+
 class AdaptiveBackend(Backend):
     """Run a cheap path while its estimated confidence stays at or above a target."""
 
     name = 'adaptive'
 
-    def __init__(self, full='memory', cheap='flow', target_confidence=DEFAULT_TARGET,
-                 max_cheap_frames=DEFAULT_MAX_CHEAP, confidence_model=None,
+    def __init__(self, full='memory', cheap='auto', target_confidence=DEFAULT_TARGET,
+                 max_cheap_frames=None, confidence_model=None,
                  cheap_resolution=None, cheap_options=None, **full_options):
         """Compose ``full`` and ``cheap`` (Backend instances or backend names).
 
-        ``full_options`` (e.g. ``model_path``, ``device``) go to the full backend when it is
-        created by name, ``cheap_options`` (a dict) to the cheap one. ``target_confidence``:
+        ``cheap``: ``light`` (the full model's light pass; needs a full backend with
+        ``propagate_light``), ``flow`` or another backend name or instance; ``auto`` = ``light``
+        where the full backend has it, else ``flow``. ``full_options`` (e.g. ``model_path``,
+        ``device``) go to the full backend when it is created by name, ``cheap_options`` (a
+        dict) to the cheap one. ``target_confidence``:
         0-100 (100 = full model every frame). ``max_cheap_frames``: cheap frames in a row
-        before the full model runs regardless (>= 1). ``confidence_model``: a
-        ConfidenceModel or the path of its JSON (None = the shipped
-        vos_ros/data/confidence.json). ``cheap_resolution``: shorter side the cheap path works
-        at (None = the cheap backend's default, 0 = the session's working size). Raises
-        ValueError for bad options, ModelError when the full model cannot be loaded.
+        before the full model runs regardless (>= 1; None = ``DEFAULT_MAX_CHEAP`` of the cheap
+        path, 8 for a cheap backend other than the two). ``confidence_model``: a
+        ConfidenceModel or the path of its JSON (None = the one shipped for the cheap path:
+        vos_ros/data/confidence_light.json or confidence.json). ``cheap_resolution``: shorter
+        side the cheap path works at (None = its default, 0 = the session's working size).
+        Raises ValueError for bad options, ModelError when the full model cannot be loaded.
         """
         from vos_ros.core.backends import create_backend
 
         self.target_confidence = check_target(target_confidence)
-        if int(max_cheap_frames) < 1:
+        if max_cheap_frames is not None and int(max_cheap_frames) < 1:
             raise ValueError(f'max_cheap_frames must be >= 1, got {max_cheap_frames}')
-        self.max_cheap_frames = int(max_cheap_frames)
-        if isinstance(confidence_model, ConfidenceModel):
-            self.confidence_model = confidence_model
-        else:
-            self.confidence_model = ConfidenceModel.load(confidence_model)
         if isinstance(full, Backend):
             if full_options:
                 raise ValueError('full backend options are only accepted with a backend name, '
@@ -100,13 +136,38 @@ class AdaptiveBackend(Backend):
                 raise ValueError(f'full backend {full!r}: choose one that runs a model '
                                  '(memory or embedding)')
             self.full = create_backend(full, **full_options)
-        self.cheap = cheap if isinstance(cheap, Backend) else create_backend(
-            cheap, **dict(cheap_options or {}))
+        has_light = callable(getattr(self.full, 'propagate_light', None))
+        if cheap == 'auto':
+            cheap = 'light' if has_light else 'flow'
+        if cheap == 'light':
+            if not has_light:
+                raise ValueError(f'cheap path light needs a full model with a light pass '
+                                 f'(memory); {getattr(self.full, "name", "this one")} has '
+                                 'none: use cheap flow')
+            if cheap_options:
+                raise ValueError('cheap_options are for a cheap backend, not the light pass')
+            if cheap_resolution is None:
+                cheap_resolution = DEFAULT_LIGHT_RESOLUTION
+            self.cheap = _LightPath(self.full, int(cheap_resolution))
+        else:
+            self.cheap = cheap if isinstance(cheap, Backend) else create_backend(
+                cheap, **dict(cheap_options or {}))
         if cheap_resolution is None:
             cheap_resolution = getattr(self.cheap, 'default_resolution', 0) or 0
         if int(cheap_resolution) < 0:
             raise ValueError(f'cheap_resolution must be >= 0, got {cheap_resolution}')
         self.cheap_resolution = int(cheap_resolution)
+        if max_cheap_frames is None:
+            max_cheap_frames = DEFAULT_MAX_CHEAP.get(self.cheap.name, DEFAULT_MAX_CHEAP['flow'])
+        self.max_cheap_frames = int(max_cheap_frames)
+        # The light pass takes the working-size frame and encodes its query smaller itself
+        # (its result comes back at working size); a cheap backend gets a smaller frame.
+        self._cheap_frame_resolution = 0 if self.cheap.name == 'light' else self.cheap_resolution
+        if isinstance(confidence_model, ConfidenceModel):
+            self.confidence_model = confidence_model
+        else:
+            self.confidence_model = ConfidenceModel.load(
+                confidence_model, 'light' if self.cheap.name == 'light' else 'flow')
         #: The session works at the full model's size, so target 100 is the full backend alone.
         self.default_resolution = getattr(self.full, 'default_resolution', 0)
         size_multiple = getattr(self.full, 'size_multiple', None)
@@ -193,8 +254,8 @@ class AdaptiveBackend(Backend):
         if self._cheap_size is None or self._cheap_size[0] != (width, height):
             short = min(width, height)
             scale = 1.0
-            if 0 < self.cheap_resolution < short:
-                scale = self.cheap_resolution / short
+            if 0 < self._cheap_frame_resolution < short:
+                scale = self._cheap_frame_resolution / short
             size = (max(2, int(round(width * scale))), max(2, int(round(height * scale))))
             self._cheap_size = ((width, height), size)
         size = self._cheap_size[1]
@@ -215,12 +276,13 @@ class AdaptiveBackend(Backend):
         small = self._cheap_image(image)
         if not self._cheap_synced:
             reference = self._cheap_probs(self._full_probs)
-            self.cheap.memorize(self._cheap_image(self._full_image), reference)
-            self._features.start(reference)
+            reference_image = self._cheap_image(self._full_image)
+            self.cheap.memorize(reference_image, reference)
+            self._features.start(reference, reference_image)
             self._cheap_synced = True
         probs = np.asarray(self.cheap.propagate(small), np.float32)
         rows = self._features.update(probs, getattr(self.cheap, 'last_flow', None),
-                                     getattr(self.cheap, 'last_untrusted', None))
+                                     getattr(self.cheap, 'last_untrusted', None), small)
         self.last_features = rows
         confidence = (min(self.confidence_model.predict(row) for row in rows)
                       if rows else 100.0)
