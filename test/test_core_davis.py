@@ -88,8 +88,12 @@ def test_missing_folders_name_the_path(tmp_path, dataset_root):
     with pytest.raises(DataError, match='JPEGImages'):
         Dataset(tmp_path / 'empty')
     dataset = Dataset(dataset_root)
-    with pytest.raises(DataError, match='zeta'):
-        dataset.sequence('zeta')
+    with pytest.raises(DataError, match='xyzzy') as error:
+        dataset.sequence('xyzzy')
+    assert 'did you mean' not in str(error.value)
+    # a typo names the sequences it is close to
+    with pytest.raises(DataError, match='did you mean alpha'):
+        dataset.sequence('alpah')
     (dataset_root / 'JPEGImages' / '480p' / 'hollow').mkdir()
     with pytest.raises(DataError, match='no frames'):
         dataset.sequence('hollow')

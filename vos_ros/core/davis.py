@@ -113,7 +113,11 @@ class Dataset:
             frame_dir = os.path.join(self.images_dir, name)
             mask_dir = os.path.join(self.annotations_dir, name)
         if not os.path.isdir(frame_dir):
-            raise DataError(f'sequence {name!r} not found: no folder {frame_dir}')
+            import difflib
+
+            close = difflib.get_close_matches(name, self.sequence_names(), n=3)
+            hint = f'; did you mean {", ".join(close)}?' if close else ''
+            raise DataError(f'sequence {name!r} not found: no folder {frame_dir}{hint}')
         frames = list_images(frame_dir)
         if not frames:
             raise DataError(f'sequence {name!r} has no frames in {frame_dir}')

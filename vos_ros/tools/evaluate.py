@@ -309,7 +309,7 @@ def plot_results(path, results):
 
     names = [r.name for r in scored]
     positions = np.arange(len(names))
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2.0), 4.0))
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2.0) + 1.5, 4.0))
     for offset, key in ((-0.27, 'JF'), (0.0, 'J'), (0.27, 'F')):
         axis.bar(positions + offset, [r.scores[key] for r in scored], width=0.27,
                  label=key.replace('JF', 'J&F'))
@@ -321,7 +321,8 @@ def plot_results(path, results):
     axis.set_xticklabels(names, rotation=45, ha='right')
     axis.set_ylim(0, 100)
     axis.set_ylabel('percent')
-    axis.legend(loc='lower right', fontsize='small')
+    # beside the axes, not over the bars (inside, it hid the lowest sequences' bars)
+    axis.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize='small')
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
