@@ -420,7 +420,8 @@ def _parser():
                         help='working size: shorter side in pixels; omitted: the backend default, '
                              '0 = input size')
     parser.add_argument('--target-confidence', type=float, default=None, metavar='T',
-                        help='0-100: run the cheap path (flow) while its estimated confidence '
+                        help='0-100: run the cheap path (the light pass of a memory model, flow '
+                             'for other models) while its estimated confidence '
                              'stays >= T, the full model otherwise (100 = full model every '
                              "frame); omitted: the backend's own way (the adaptive "
                              "backend's default target)")
