@@ -219,3 +219,52 @@ def test_lost_object_redetected_by_its_colours(occluded_crossing):
     # Without re-detection flow cannot bring it back: the feature is what recovers it.
     without = occluded_crossing_ious(create_backend('flow', redetect=False), frames, masks)
     assert np.mean(without[after]) < 0.5, without
+
+
+def _leaked_scene():
+    """A static red square on green, and a mask that has leaked into the green beside it."""
+    rng = np.random.default_rng(7)
+    image = np.zeros((96, 128, 3), np.uint8)
+    image[:] = (40, 160, 60)
+    image[24:64, 24:64] = (200, 40, 40)
+    image = np.clip(image + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
+    given = np.zeros((96, 128), np.float32)
+    given[24:64, 24:64] = 1.0
+    leaked = given.copy()
+    leaked[24:64, 64:84] = 1.0  # 20 px of background claimed, as drift leaves it
+    return image, given, leaked
+
+
+def _probs(foreground):
+    return np.stack([1.0 - foreground, foreground]).astype(np.float32)
+
+
+def test_anchor_gate_opens_only_when_the_mask_drifts():
+    image, given, leaked = _leaked_scene()
+    backend = FlowBackend(anchor_weight=1.0)
+    backend.memorize(image, _probs(given))
+    # As given: the memorised colours get no weight (they would only erode shared colours).
+    np.testing.assert_allclose(backend._anchor_gate(2), 0.0, atol=1e-6)
+    backend._prev_probs = _probs(leaked)
+    leaked_weight = backend._anchor_gate(2)[0]
+    assert 0.1 < leaked_weight <= 1.0
+    # A lost object is re-detection's business, not the anchor's.
+    backend._lost = {1}
+    assert backend._anchor_gate(2)[0] == 0.0
+    assert FlowBackend(anchor_weight=0.0)._anchor_gate(2).sum() == 0.0
+
+
+@pytest.mark.parametrize('anchor_weight, drifted', [(0.0, True), (1.0, False)])
+def test_anchor_undoes_drift_that_the_local_model_keeps(anchor_weight, drifted):
+    image, given, leaked = _leaked_scene()
+    backend = FlowBackend(anchor_weight=anchor_weight)
+    backend.memorize(image, _probs(given))
+    backend._prev_probs = _probs(leaked)  # as if earlier frames had drifted
+    for _ in range(4):
+        probs = backend.propagate(image)
+    band = float(np.mean(probs[1, 24:64, 64:84] > 0.5))
+    square = float(np.mean(probs[1, 24:64, 24:64] > 0.5))
+    assert square > 0.95
+    # The local model, fitted to the leaked mask, keeps the green it took; the memorised
+    # colours (green was background when the mask was given) hand it back.
+    assert (band > 0.5) == drifted, band
