@@ -122,7 +122,8 @@ def test_confidence_under_the_target_runs_the_full_model(clip):
     full = CountingFull()
     cheap = SpyCheap()
     adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=70,
-                               max_cheap_frames=100, confidence_model=constant_model(60))
+                               max_cheap_frames=100, confidence_model=constant_model(60),
+                               max_backoff=0)
     results = _run(adaptive, clip)
     assert [r.path for r in results] == ['given'] + ['full'] * (len(clip) - 1)
     # the cheap path ran and was judged every frame; its estimate is reported
@@ -136,6 +137,30 @@ def test_confidence_under_the_target_runs_the_full_model(clip):
     assert session.step(clip.frames[1]).path == 'cheap'
     adaptive.set_target(100)
     assert session.step(clip.frames[2]).path == 'full'
+
+
+def test_rejections_back_off_the_cheap_path(clip):
+    full = CountingFull()
+    cheap = SpyCheap()
+    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=70,
+                               max_cheap_frames=100, confidence_model=constant_model(60))
+    results = _run(adaptive, clip)
+    assert [r.path for r in results] == ['given'] + ['full'] * (len(clip) - 1)
+    # tried on frames 1, 3, 6 and 11: after each rejection 1, 2, 4, then 8 frames skip it
+    tried = [i for i, r in enumerate(results) if r.confidence is not None]
+    assert tried == [1, 3, 6, 11] and cheap.propagated == 4
+    assert full.calls['propagate'] == len(clip) - 1
+    # a confident cheap path is back as soon as the target allows it (a new target ends it)
+    adaptive.set_target(50)
+    session = Session(adaptive)
+    session.step(clip.frames[0], clip.masks[0])
+    assert session.step(clip.frames[1]).path == 'cheap'
+    # capped: never more than max_backoff frames without a try
+    capped = AdaptiveBackend(full=CountingFull(), cheap=SpyCheap(), target_confidence=70,
+                             max_cheap_frames=100, confidence_model=constant_model(60),
+                             max_backoff=2)
+    tried = [i for i, r in enumerate(_run(capped, clip)) if r.confidence is not None]
+    assert tried == [1, 3, 6, 9, 12]
 
 
 def test_shipped_estimator_decides_per_frame(clip):
@@ -157,6 +182,7 @@ def test_shipped_estimator_decides_per_frame(clip):
     ({'target_confidence': 'high'}, 'number'),
     ({'max_cheap_frames': 0}, 'max_cheap_frames'),
     ({'cheap_resolution': -5}, 'cheap_resolution'),
+    ({'max_backoff': -1}, 'max_backoff'),
 ])
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

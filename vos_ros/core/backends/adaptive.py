@@ -25,6 +25,11 @@ Each frame, with ``target_confidence`` T (0-100):
   is the frame's result; under T the full model runs on the frame instead and its result
   refreshes the cheap path (``cheap.memorize``). After ``max_cheap_frames`` cheap frames in a row
   the full model runs without asking (the cheap path is skipped on that frame).
+- Back-off: a rejected cheap result cost its cheap pass on top of the full run. After a
+  rejection the next 1 frame runs the full model without trying the cheap path, after a second
+  rejection in a row the next 2, then 4, up to ``max_backoff``; an accepted cheap result (or a
+  new target) ends it. On a hard stretch the adaptive backend then costs about what the full
+  model costs, instead of 1.4x that.
 
 The full model only sees the frames it runs on: its memory (first mask, keyframes, last full
 frame) is built from its own results, never from the cheap path's. ``last_path`` ('full' or
@@ -49,17 +54,20 @@ from vos_ros.core.confidence import ConfidenceModel
 
 LOGGER = logging.getLogger(__name__)
 
-#: Default ``target_confidence`` of backend ``adaptive``, chosen by measurement on 10 DAVIS-2016
-#: train sequences outside the hold-out (bench/README.md "Adaptive compute"), light pass with
-#: at most 2 cheap frames in a row: J&F 88.05 at 70 (66 % light frames), 88.12 at 85 (56 %),
-#: 90.89 for the full model on every frame. Flow cheap path: 75.3 at 70 against 82.5 (3 dev
-#: sequences, memory model at 240 px). The package's default pipeline is still the full
-#: model on every frame (target 100); the node lowers its target when it falls behind.
-DEFAULT_TARGET = 70
+#: Default ``target_confidence`` of backend ``adaptive``, chosen by measurement on
+#: bench/adaptive_tune.txt (10 DAVIS-2016 train sequences outside the hold-out; bench/README.md
+#: "Adaptive compute"): the light pass at 85 lost 2.1 J&F against the full model on every frame
+#: at 1.25x its speed, at 80 3.1 (1.37x), at 70 2.6 (1.40x), at 90 0.1 (0.96x). 85 is the one
+#: target within 3 J&F there with a margin (hold-out, measured afterwards: 2.3 lost, 1.14x).
+#: The package's default pipeline is still the full model on every frame (target 100); the
+#: node lowers its target when it falls behind the camera.
+DEFAULT_TARGET = 85
 #: Default ``max_cheap_frames`` by cheap path: the longest run of cheap frames before a forced
 #: full run. Light pass: measured on 10 DAVIS-2016 train sequences (bench/README.md), at most
 #: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); flow: 8.
 DEFAULT_MAX_CHEAP = {'light': 2, 'flow': 8}
+#: Default ``max_backoff``: at most this many frames skip the cheap path after rejections.
+DEFAULT_MAX_BACKOFF = 8
 
 
 def check_target(value, name='target_confidence'):
@@ -105,7 +113,8 @@ class AdaptiveBackend(Backend):
 
     def __init__(self, full='memory', cheap='auto', target_confidence=DEFAULT_TARGET,
                  max_cheap_frames=None, confidence_model=None,
-                 cheap_resolution=None, cheap_options=None, **full_options):
+                 cheap_resolution=None, cheap_options=None, max_backoff=DEFAULT_MAX_BACKOFF,
+                 **full_options):
         """Compose ``full`` and ``cheap`` (Backend instances or backend names).
 
         ``cheap``: ``light`` (the full model's light pass; needs a full backend with
@@ -115,7 +124,9 @@ class AdaptiveBackend(Backend):
         dict) to the cheap one. ``target_confidence``:
         0-100 (100 = full model every frame). ``max_cheap_frames``: cheap frames in a row
         before the full model runs regardless (>= 1; None = ``DEFAULT_MAX_CHEAP`` of the cheap
-        path, 8 for a cheap backend other than the two). ``confidence_model``: a
+        path, 8 for a cheap backend other than the two). ``max_backoff``: the most frames
+        the cheap path is not tried after rejections in a row (0 = try it on every frame).
+        ``confidence_model``: a
         ConfidenceModel or the path of its JSON (None = the one shipped for the cheap path:
         vos_ros/data/confidence_light.json or confidence.json). ``cheap_resolution``: shorter
         side the cheap path works at (None = its default, 0 = the session's working size).
@@ -126,6 +137,9 @@ class AdaptiveBackend(Backend):
         self.target_confidence = check_target(target_confidence)
         if max_cheap_frames is not None and int(max_cheap_frames) < 1:
             raise ValueError(f'max_cheap_frames must be >= 1, got {max_cheap_frames}')
+        if int(max_backoff) < 0:
+            raise ValueError(f'max_backoff must be >= 0, got {max_backoff}')
+        self.max_backoff = int(max_backoff)
         if isinstance(full, Backend):
             if full_options:
                 raise ValueError('full backend options are only accepted with a backend name, '
@@ -186,6 +200,7 @@ class AdaptiveBackend(Backend):
         self._cheap_synced = False
         self._cheap_size = None
         self._since_full = 0
+        self._end_backoff()
         self.last_path = 'full'
         self.last_confidence = None
         self.last_reason = None
@@ -201,6 +216,7 @@ class AdaptiveBackend(Backend):
         probs = np.asarray(probs, np.float32)
         self.full.memorize(image, probs)
         self._remember_full(image, probs)
+        self._end_backoff()  # a given mask starts afresh
 
     def propagate(self, image):
         if self._full_probs is None:
@@ -211,6 +227,9 @@ class AdaptiveBackend(Backend):
         if self.target_confidence < 100.0:
             if self._since_full >= self.max_cheap_frames:
                 self.last_reason = 'forced'
+            elif self._skip > 0:
+                self._skip -= 1
+                self.last_reason = 'backoff'
             else:
                 probs = self._cheap_step(image)
                 if probs is not None:
@@ -225,7 +244,7 @@ class AdaptiveBackend(Backend):
     def describe(self):
         full = self.full.describe() if hasattr(self.full, 'describe') else {}
         described = {'backend': self.name, 'target_confidence': self.target_confidence,
-                     'max_cheap_frames': self.max_cheap_frames,
+                     'max_cheap_frames': self.max_cheap_frames, 'max_backoff': self.max_backoff,
                      'cheap': getattr(self.cheap, 'name', type(self.cheap).__name__),
                      'cheap_resolution': self.cheap_resolution,
                      'full': full.get('backend', getattr(self.full, 'name', '?'))}
@@ -239,9 +258,15 @@ class AdaptiveBackend(Backend):
     def set_target(self, value):
         """Change ``target_confidence`` (0-100) from the next frame on; returns it."""
         self.target_confidence = check_target(value)
+        self._end_backoff()
         return self.target_confidence
 
     # -- internals -----------------------------------------------------------------------
+
+    def _end_backoff(self):
+        #: frames left on which the cheap path is not tried; rejections in a row
+        self._skip = 0
+        self._rejections = 0
 
     def _remember_full(self, image, probs):
         self._full_image = image
@@ -289,7 +314,10 @@ class AdaptiveBackend(Backend):
         self.last_confidence = confidence
         if confidence < self.target_confidence:
             self.last_reason = 'confidence'
+            self._rejections += 1
+            self._skip = min(1 << min(self._rejections - 1, 30), self.max_backoff)
             return None
+        self._rejections = 0
         self._since_full += 1
         self.last_path = 'cheap'
         self.last_reason = None
