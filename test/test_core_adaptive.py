@@ -183,6 +183,8 @@ def test_shipped_estimator_decides_per_frame(clip):
     ({'max_cheap_frames': 0}, 'max_cheap_frames'),
     ({'cheap_resolution': -5}, 'cheap_resolution'),
     ({'max_backoff': -1}, 'max_backoff'),
+    ({'target_confidence': True}, 'number'),
+    ({'cheap': 'memory'}, 'unknown cheap path'),
 ])
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
@@ -343,6 +345,11 @@ def _working(session, frame):
 
     width, height = session._work_size
     return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def test_adaptive_options_misspelt_are_named_as_adaptive(tiny_memory_model):
+    with pytest.raises(ValueError, match='adaptive backend: option'):
+        create_backend('adaptive', model_path=tiny_memory_model, targt_confidence=85)
 
 
 def test_light_cheap_path_needs_a_full_model_with_one():

@@ -118,7 +118,7 @@ PARAMETERS = {
         0.5, 'Opacity of object colours in the overlay.', False,
         {'floating_point_range': [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
     'target_confidence': (
-        -1, 'Effort, 0-100 (issue 15): the cheap path (the light pass of the memory model; '
+        -1, 'Effort, 0-100: the cheap path (the light pass of the memory model; '
         'flow for other models) runs while its estimated '
         'confidence (a predicted IoU, %) stays >= this, the full model otherwise or after a '
         'few cheap frames; 100 = full model every frame. -1 = the backend default (adaptive: '
@@ -325,8 +325,13 @@ class VosNode(Node):
 
     def _adapt_input_qos(self):
         """Follow the publishers: best effort if any is, reliable when all are."""
-        wanted = reliability_for_publishers(
-            self.get_publishers_info_by_topic(self._image_topic), self._input_reliability)
+        try:
+            publishers = self.get_publishers_info_by_topic(self._image_topic)
+        except Exception:  # rclpy's RCLError is not public API
+            if not self.context.ok():
+                return  # Ctrl-C while the timer fired: the context is gone, nothing to follow
+            raise
+        wanted = reliability_for_publishers(publishers, self._input_reliability)
         if wanted != self._input_reliability:
             self._subscribe_images(wanted, 'auto, publishers changed: ')
 

@@ -72,6 +72,8 @@ DEFAULT_MAX_BACKOFF = 8
 
 def check_target(value, name='target_confidence'):
     """Return ``value`` as a float in [0, 100]; ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool):  # float(True) is 1.0: a flag given where a number belongs
+        raise ValueError(f'{name} must be a number in 0..100, got {value!r}')
     try:
         target = float(value)
     except (TypeError, ValueError):
@@ -118,8 +120,8 @@ class AdaptiveBackend(Backend):
         """Compose ``full`` and ``cheap`` (Backend instances or backend names).
 
         ``cheap``: ``light`` (the full model's light pass; needs a full backend with
-        ``propagate_light``), ``flow`` or another backend name or instance; ``auto`` = ``light``
-        where the full backend has it, else ``flow``. ``full_options`` (e.g. ``model_path``,
+        ``propagate_light``), ``flow`` or a Backend instance; ``auto`` = ``light`` where the full
+        backend has it, else ``flow``. ``full_options`` (e.g. ``model_path``,
         ``device``) go to the full backend when it is created by name, ``cheap_options`` (a
         dict) to the cheap one. ``target_confidence``:
         0-100 (100 = full model every frame). ``max_cheap_frames``: cheap frames in a row
@@ -149,7 +151,13 @@ class AdaptiveBackend(Backend):
             if full in ('adaptive', 'flow'):
                 raise ValueError(f'full backend {full!r}: choose one that runs a model '
                                  '(memory or embedding)')
-            self.full = create_backend(full, **full_options)
+            try:
+                self.full = create_backend(full, **full_options)
+            except TypeError as error:
+                # the full backend's constructor names itself; the caller asked for adaptive
+                raise ValueError(f'adaptive backend: option(s) {sorted(full_options)} are '
+                                 f'neither its own nor accepted by the full backend {full!r} '
+                                 f'({error})') from None
         has_light = callable(getattr(self.full, 'propagate_light', None))
         if cheap == 'auto':
             cheap = 'light' if has_light else 'flow'
@@ -163,9 +171,13 @@ class AdaptiveBackend(Backend):
             if cheap_resolution is None:
                 cheap_resolution = DEFAULT_LIGHT_RESOLUTION
             self.cheap = _LightPath(self.full, int(cheap_resolution))
+        elif isinstance(cheap, Backend):
+            self.cheap = cheap
+        elif cheap == 'flow':
+            self.cheap = create_backend('flow', **dict(cheap_options or {}))
         else:
-            self.cheap = cheap if isinstance(cheap, Backend) else create_backend(
-                cheap, **dict(cheap_options or {}))
+            raise ValueError(f'unknown cheap path {cheap!r}; choose auto, light or flow (or '
+                             'pass a Backend instance)')
         if cheap_resolution is None:
             cheap_resolution = getattr(self.cheap, 'default_resolution', 0) or 0
         if int(cheap_resolution) < 0:
