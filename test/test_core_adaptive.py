@@ -305,15 +305,36 @@ def test_target_100_with_the_memory_model_is_the_memory_backend(clip, tiny_memor
         np.testing.assert_array_equal(a.probs, b.probs)
     # by name, options reach the full model; below 100 the cheap path takes frames
     named = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=0,
-                           max_cheap_frames=3)
+                           max_cheap_frames=3, cheap='light')
     paths = [r.path for r in _run(named, clip)]
     assert paths[:5] == ['given', 'cheap', 'cheap', 'cheap', 'full']
     assert named.describe()['full'] == 'memory'
-    # a memory model has a light pass: it is the cheap path unless flow is asked for
     assert named.describe()['cheap'] == 'light'
     assert named.confidence_model.features == FLOWLESS_FEATURES
     flow = create_backend('adaptive', model_path=tiny_memory_model, cheap='flow')
     assert flow.describe()['cheap'] == 'flow'
+
+
+def test_auto_runs_the_light_pass_down_to_50_and_flow_under(clip, tiny_memory_model):
+    auto = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=85)
+    assert auto.describe()['cheap'] == 'light' and auto.max_cheap_frames == 2
+    assert auto.confidence_model.features == FLOWLESS_FEATURES
+    session = Session(auto, SessionConfig(size_multiple=16))
+    session.step(clip.frames[0], clip.masks[0])
+    session.step(clip.frames[1])
+    # lower the effort under 50: flow takes over, from the last full result
+    auto.set_target(0)
+    assert auto.describe()['cheap'] == 'flow' and auto.max_cheap_frames == 8
+    assert 'inconsistent' in auto.confidence_model.features
+    paths = [session.step(frame).path for frame in clip.frames[2:12]]
+    # target 0 takes every flow result; a full run is forced after at most 8 in a row
+    assert paths[:7] == ['cheap'] * 7 and 'full' in paths[7:10]
+    assert auto.cheap.name == 'flow' and auto.cheap.last_flow is not None
+    # and back
+    auto.set_target(60)
+    assert auto.describe()['cheap'] == 'light'
+    result = session.step(clip.frames[12])
+    assert result.path in ('cheap', 'full') and result.labels.shape == clip.masks[0].shape
 
 
 def test_light_pass_reads_the_memory_and_leaves_it_alone(clip, tiny_memory_model):

@@ -68,6 +68,13 @@ DEFAULT_TARGET = 85
 DEFAULT_MAX_CHEAP = {'light': 2, 'flow': 8}
 #: Default ``max_backoff``: at most this many frames skip the cheap path after rejections.
 DEFAULT_MAX_BACKOFF = 8
+#: With ``cheap='auto'`` and a light pass: targets under this run the flow cheap path instead.
+#: The light pass tops out at about 1.4x the full model's speed (at most 2 light frames in a
+#: row); flow goes further at a price. bench/adaptive_tune.txt: light 50 J&F 88.3 at 1.42x,
+#: flow 50 79.2 at 1.96x, flow 70 81.5 at 1.59x, the full model 90.9. So a target is one
+#: effort knob: 100 full model, 50-99 light pass, under 50 flow (the node's effort control
+#: reaches flow when the light pass cannot keep up).
+FLOW_BELOW = 50.0
 
 
 def check_target(value, name='target_confidence'):
@@ -120,8 +127,9 @@ class AdaptiveBackend(Backend):
         """Compose ``full`` and ``cheap`` (Backend instances or backend names).
 
         ``cheap``: ``light`` (the full model's light pass; needs a full backend with
-        ``propagate_light``), ``flow`` or a Backend instance; ``auto`` = ``light`` where the full
-        backend has it, else ``flow``. ``full_options`` (e.g. ``model_path``,
+        ``propagate_light``), ``flow`` or a Backend instance; ``auto``: where the full backend
+        has a light pass, ``light`` at targets >= ``FLOW_BELOW`` (50) and ``flow`` under it
+        (``set_target`` switches), else ``flow``. ``full_options`` (e.g. ``model_path``,
         ``device``) go to the full backend when it is created by name, ``cheap_options`` (a
         dict) to the cheap one. ``target_confidence``:
         0-100 (100 = full model every frame). ``max_cheap_frames``: cheap frames in a row
@@ -131,7 +139,9 @@ class AdaptiveBackend(Backend):
         ``confidence_model``: a
         ConfidenceModel or the path of its JSON (None = the one shipped for the cheap path:
         vos_ros/data/confidence_light.json or confidence.json). ``cheap_resolution``: shorter
-        side the cheap path works at (None = its default, 0 = the session's working size).
+        side the cheap path works at (None = its default, 0 = the session's working size;
+        under ``auto``, the light pass's). An explicit ``max_cheap_frames`` or
+        ``confidence_model`` applies to every cheap path.
         Raises ValueError for bad options, ModelError when the full model cannot be loaded.
         """
         from vos_ros.core.backends import create_backend
@@ -159,41 +169,31 @@ class AdaptiveBackend(Backend):
                                  f'neither its own nor accepted by the full backend {full!r} '
                                  f'({error})') from None
         has_light = callable(getattr(self.full, 'propagate_light', None))
+        if cheap == 'light' and not has_light:
+            raise ValueError(f'cheap path light needs a full model with a light pass '
+                             f'(memory); {getattr(self.full, "name", "this one")} has '
+                             'none: use cheap flow')
         if cheap == 'auto':
-            cheap = 'light' if has_light else 'flow'
-        if cheap == 'light':
-            if not has_light:
-                raise ValueError(f'cheap path light needs a full model with a light pass '
-                                 f'(memory); {getattr(self.full, "name", "this one")} has '
-                                 'none: use cheap flow')
-            if cheap_options:
-                raise ValueError('cheap_options are for a cheap backend, not the light pass')
-            if cheap_resolution is None:
-                cheap_resolution = DEFAULT_LIGHT_RESOLUTION
-            self.cheap = _LightPath(self.full, int(cheap_resolution))
-        elif isinstance(cheap, Backend):
-            self.cheap = cheap
-        elif cheap == 'flow':
-            self.cheap = create_backend('flow', **dict(cheap_options or {}))
+            kinds = ('light', 'flow') if has_light else ('flow',)
+        elif cheap in ('light', 'flow') or isinstance(cheap, Backend):
+            kinds = (cheap,)
         else:
             raise ValueError(f'unknown cheap path {cheap!r}; choose auto, light or flow (or '
                              'pass a Backend instance)')
-        if cheap_resolution is None:
-            cheap_resolution = getattr(self.cheap, 'default_resolution', 0) or 0
-        if int(cheap_resolution) < 0:
+        if cheap_resolution is not None and int(cheap_resolution) < 0:
             raise ValueError(f'cheap_resolution must be >= 0, got {cheap_resolution}')
-        self.cheap_resolution = int(cheap_resolution)
-        if max_cheap_frames is None:
-            max_cheap_frames = DEFAULT_MAX_CHEAP.get(self.cheap.name, DEFAULT_MAX_CHEAP['flow'])
-        self.max_cheap_frames = int(max_cheap_frames)
-        # The light pass takes the working-size frame and encodes its query smaller itself
-        # (its result comes back at working size); a cheap backend gets a smaller frame.
-        self._cheap_frame_resolution = 0 if self.cheap.name == 'light' else self.cheap_resolution
-        if isinstance(confidence_model, ConfidenceModel):
-            self.confidence_model = confidence_model
-        else:
-            self.confidence_model = ConfidenceModel.load(
-                confidence_model, 'light' if self.cheap.name == 'light' else 'flow')
+        if cheap == 'light' and cheap_options:
+            raise ValueError('cheap_options are for a cheap backend, not the light pass')
+        #: The cheap paths this backend may run, by name; ``auto`` with a light pass has both
+        #: and picks by target (``FLOW_BELOW``).
+        self._paths = {}
+        for kind in kinds:
+            # cheap_resolution is the first path's (the light pass's under auto)
+            path = self._build_path(kind, cheap_resolution if not self._paths else None,
+                                    cheap_options, max_cheap_frames, confidence_model)
+            self._paths[path['backend'].name] = path
+        self._auto = cheap == 'auto' and len(self._paths) > 1
+        self._use(self._path_for(self.target_confidence))
         #: The session works at the full model's size, so target 100 is the full backend alone.
         self.default_resolution = getattr(self.full, 'default_resolution', 0)
         size_multiple = getattr(self.full, 'size_multiple', None)
@@ -202,11 +202,55 @@ class AdaptiveBackend(Backend):
         self._features = CheapPathFeatures()
         self.reset()
 
+    def _build_path(self, kind, resolution, options, max_cheap_frames, confidence_model):
+        """One cheap path: its backend, resolutions, run length and confidence estimate."""
+        from vos_ros.core.backends import create_backend
+
+        if kind == 'light':
+            backend = _LightPath(self.full, int(resolution if resolution is not None
+                                                else DEFAULT_LIGHT_RESOLUTION))
+            resolution = backend.resolution
+        else:
+            backend = kind if isinstance(kind, Backend) else create_backend(
+                'flow', **dict(options or {}))
+            if resolution is None:
+                resolution = getattr(backend, 'default_resolution', 0) or 0
+        if max_cheap_frames is None:
+            max_cheap_frames = DEFAULT_MAX_CHEAP.get(backend.name, DEFAULT_MAX_CHEAP['flow'])
+        if isinstance(confidence_model, ConfidenceModel):
+            model = confidence_model
+        else:
+            model = ConfidenceModel.load(confidence_model,
+                                         'light' if backend.name == 'light' else 'flow')
+        # The light pass takes the working-size frame and encodes its query smaller itself
+        # (its result comes back at working size); a cheap backend gets a smaller frame.
+        return {'backend': backend, 'resolution': int(resolution),
+                'frame_resolution': 0 if backend.name == 'light' else int(resolution),
+                'max_cheap_frames': int(max_cheap_frames), 'model': model}
+
+    def _path_for(self, target):
+        """The name of the cheap path a target runs (auto: flow under ``FLOW_BELOW``)."""
+        if self._auto:
+            return 'light' if target >= FLOW_BELOW else 'flow'
+        return next(iter(self._paths))
+
+    def _use(self, name):
+        """Switch to cheap path ``name``; it restarts from the last full result."""
+        path = self._paths[name]
+        self.cheap = path['backend']
+        self.cheap_resolution = path['resolution']
+        self._cheap_frame_resolution = path['frame_resolution']
+        self.max_cheap_frames = path['max_cheap_frames']
+        self.confidence_model = path['model']
+        self._cheap_synced = False
+        self._cheap_size = None
+
     # -- Backend interface ---------------------------------------------------------------
 
     def reset(self):
         self.full.reset()
-        self.cheap.reset()
+        for path in self._paths.values():
+            path['backend'].reset()
         self._full_image = None
         self._full_probs = None
         self._cheap_synced = False
@@ -271,6 +315,9 @@ class AdaptiveBackend(Backend):
         """Change ``target_confidence`` (0-100) from the next frame on; returns it."""
         self.target_confidence = check_target(value)
         self._end_backoff()
+        name = self._path_for(self.target_confidence)
+        if name != self.cheap.name:
+            self._use(name)
         return self.target_confidence
 
     # -- internals -----------------------------------------------------------------------
