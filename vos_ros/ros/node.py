@@ -235,7 +235,8 @@ class VosNode(Node):
         described = backend.describe() if hasattr(backend, 'describe') else {}
         self._backend_name = str(described.get('backend', settings['backend']))
         if self._adaptive is not None:
-            self._backend_name = f'adaptive: {described["full"]} + {described["cheap"]}'
+            self._backend_name = (f'adaptive: {described["full"]} + '
+                                  f'{described.get("cheap_paths", described["cheap"])}')
         self._device = str(described.get('device', used))
 
         # State shared between the executor thread and the worker, guarded by _cond.
@@ -295,7 +296,9 @@ class VosNode(Node):
         self._worker.start()
         self.get_logger().info(
             f'segmenting {self._image_sub.topic_name} -> {self._pub.topic_name} with backend '
-            f'{self._backend_name} on {self._device}; '
+            f'{self._backend_name} on {self._device}'
+            + (f', target_confidence {self._adaptive.target_confidence:g}'
+               if self._adaptive is not None else '') + '; '
             + ('annotation from ' + settings['annotation_path']
                if settings['annotation_path'] else
                f'waiting for a label map on {self._annotation_sub.topic_name}'))

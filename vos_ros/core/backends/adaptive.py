@@ -302,6 +302,8 @@ class AdaptiveBackend(Backend):
         described = {'backend': self.name, 'target_confidence': self.target_confidence,
                      'max_cheap_frames': self.max_cheap_frames, 'max_backoff': self.max_backoff,
                      'cheap': getattr(self.cheap, 'name', type(self.cheap).__name__),
+                     # every path this backend may switch to (auto: light, flow)
+                     'cheap_paths': '/'.join(self._paths),
                      'cheap_resolution': self.cheap_resolution,
                      'full': full.get('backend', getattr(self.full, 'name', '?'))}
         for key in ('model', 'device', 'dtype', 'resolution', 'version'):
