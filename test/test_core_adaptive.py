@@ -61,6 +61,15 @@ def constant_model(percent):
     return ConfidenceModel(np.zeros(len(FEATURES)), bias)
 
 
+def spied(percent, target, **options):
+    """``(full, cheap, adaptive)``: counting stand-ins under a constant ``percent`` estimate."""
+    full = CountingFull()
+    cheap = SpyCheap()
+    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=target,
+                               confidence_model=constant_model(percent), **options)
+    return full, cheap, adaptive
+
+
 @pytest.fixture(scope='module')
 def clip():
     return make_clip(num_frames=14, width=128, height=96, num_objects=2, seed=2,
@@ -74,10 +83,7 @@ def _run(backend, clip):
 
 def test_target_100_is_the_full_backend_alone(clip):
     alone = _run(CountingFull(), clip)
-    full = CountingFull()
-    cheap = SpyCheap()
-    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=100,
-                               confidence_model=constant_model(99))
+    full, cheap, adaptive = spied(99, 100)
     results = _run(adaptive, clip)
     for a, b in zip(alone, results):
         np.testing.assert_array_equal(a.labels, b.labels)
@@ -90,10 +96,7 @@ def test_target_100_is_the_full_backend_alone(clip):
 
 
 def test_confident_cheap_path_runs_with_forced_refresh(clip):
-    full = CountingFull()
-    cheap = SpyCheap()
-    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=50,
-                               max_cheap_frames=4, confidence_model=constant_model(80))
+    full, cheap, adaptive = spied(80, 50, max_cheap_frames=4)
     results = _run(adaptive, clip)
     paths = [r.path for r in results]
     # given, then 4 cheap frames and one forced full run, repeated
@@ -119,11 +122,7 @@ def test_confident_cheap_path_runs_with_forced_refresh(clip):
 
 
 def test_confidence_under_the_target_runs_the_full_model(clip):
-    full = CountingFull()
-    cheap = SpyCheap()
-    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=70,
-                               max_cheap_frames=100, confidence_model=constant_model(60),
-                               max_backoff=0)
+    full, cheap, adaptive = spied(60, 70, max_cheap_frames=100, max_backoff=0)
     results = _run(adaptive, clip)
     assert [r.path for r in results] == ['given'] + ['full'] * (len(clip) - 1)
     # the cheap path ran and was judged every frame; its estimate is reported
@@ -140,10 +139,7 @@ def test_confidence_under_the_target_runs_the_full_model(clip):
 
 
 def test_rejections_back_off_the_cheap_path(clip):
-    full = CountingFull()
-    cheap = SpyCheap()
-    adaptive = AdaptiveBackend(full=full, cheap=cheap, target_confidence=70,
-                               max_cheap_frames=100, confidence_model=constant_model(60))
+    full, cheap, adaptive = spied(60, 70, max_cheap_frames=100)
     results = _run(adaptive, clip)
     assert [r.path for r in results] == ['given'] + ['full'] * (len(clip) - 1)
     # tried on frames 1, 3, 6 and 11: after each rejection 1, 2, 4, then 8 frames skip it
@@ -156,9 +152,7 @@ def test_rejections_back_off_the_cheap_path(clip):
     session.step(clip.frames[0], clip.masks[0])
     assert session.step(clip.frames[1]).path == 'cheap'
     # capped: never more than max_backoff frames without a try
-    capped = AdaptiveBackend(full=CountingFull(), cheap=SpyCheap(), target_confidence=70,
-                             max_cheap_frames=100, confidence_model=constant_model(60),
-                             max_backoff=2)
+    _, _, capped = spied(60, 70, max_cheap_frames=100, max_backoff=2)
     tried = [i for i, r in enumerate(_run(capped, clip)) if r.confidence is not None]
     assert tried == [1, 3, 6, 9, 12]
 

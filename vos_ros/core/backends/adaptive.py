@@ -236,14 +236,18 @@ class AdaptiveBackend(Backend):
 
     def _use(self, name):
         """Switch to cheap path ``name``; it restarts from the last full result."""
-        path = self._paths[name]
-        self.cheap = path['backend']
-        self.cheap_resolution = path['resolution']
-        self._cheap_frame_resolution = path['frame_resolution']
-        self.max_cheap_frames = path['max_cheap_frames']
-        self.confidence_model = path['model']
+        self._path = self._paths[name]
         self._cheap_synced = False
         self._cheap_size = None
+
+    # The current cheap path's settings, read off its record (``_use`` switches records).
+    cheap = property(lambda self: self._path['backend'], doc='The cheap path running now.')
+    cheap_resolution = property(lambda self: self._path['resolution'],
+                                doc="Shorter side of the cheap path's work (pixels).")
+    max_cheap_frames = property(lambda self: self._path['max_cheap_frames'],
+                                doc='Cheap frames in a row before a forced full run.')
+    confidence_model = property(lambda self: self._path['model'],
+                                doc="The current cheap path's ConfidenceModel.")
 
     # -- Backend interface ---------------------------------------------------------------
 
@@ -340,8 +344,9 @@ class AdaptiveBackend(Backend):
         if self._cheap_size is None or self._cheap_size[0] != (width, height):
             short = min(width, height)
             scale = 1.0
-            if 0 < self._cheap_frame_resolution < short:
-                scale = self._cheap_frame_resolution / short
+            frame_resolution = self._path['frame_resolution']
+            if 0 < frame_resolution < short:
+                scale = frame_resolution / short
             size = (max(2, int(round(width * scale))), max(2, int(round(height * scale))))
             self._cheap_size = ((width, height), size)
         size = self._cheap_size[1]

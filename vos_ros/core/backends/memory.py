@@ -122,27 +122,13 @@ class MemoryBackend(Backend):
         self._cache = None
 
     def propagate(self, image):
-        import torch
-        from torch.nn import functional as F
-
-        from vos_ros.core.models.memory_net import aggregate
-
         if not self._given:
             raise RuntimeError('memory backend asked to propagate before any mask was memorised')
         height, width = image.shape[:2]
         net = self._net_image(image)
         if self._channels < 2:
             return np.ones((1, height, width), np.float32)
-        key, f16, f8, f4 = self._encode(net)
-        keys, values = self._memory()
-        module = self.model.module
-        with torch.inference_mode():
-            readout = module.read_memory(key, keys, values, self.top_k)
-            logits = module.segment(readout, f16, f8, f4)
-            logits = F.interpolate(logits.float(), size=net.shape[:2], mode='bilinear',
-                                   align_corners=False)
-            probs = torch.softmax(aggregate(logits), dim=1)[0]
-        probs_np = probs.cpu().numpy()
+        probs_np, key, f16 = self._read_out(net, net.shape[:2])
         self._update_memory(key, f16, probs_np)
         if probs_np.shape[1:] != (height, width):
             from vos_ros.core.session import resize_probs
@@ -162,35 +148,17 @@ class MemoryBackend(Backend):
         side of the query (rounded to the network's size multiple). Returns (K + 1)×h×w
         float32 probabilities at the image's size (logits interpolated before the softmax:
         0.4 J&F better than resizing probabilities).
-        Measured (DAVIS-2016 train, 10 sequences the estimate was not fitted on, every third
-        frame full): 160 px lost 2.9 J&F, 128 px 5.9; the flow cheap path 8.5.
+        Measured (DAVIS-2016 train, 10 sequences the estimate was not fitted on): with every
+        third frame full, 160 px lost 2.9 J&F, the flow cheap path 8.5; with every second frame
+        full, 160 px lost 2.5 and 128 px 5.9.
         """
-        import torch
-        from torch.nn import functional as F
-
-        from vos_ros.core.models.memory_net import aggregate
-
         if not self._given:
             raise RuntimeError('memory backend asked to propagate before any mask was memorised')
         height, width = image.shape[:2]
         if self._channels < 2:
             return np.ones((1, height, width), np.float32)
-        scale = float(resolution) / min(width, height)
-        multiple = self.multiple
-        size = (max(multiple, int(round(width * scale / multiple)) * multiple),
-                max(multiple, int(round(height * scale / multiple)) * multiple))
-        query = image if size == (width, height) else cv2.resize(
-            image, size, interpolation=cv2.INTER_AREA if size[0] < width else cv2.INTER_LINEAR)
-        key, f16, f8, f4 = self._encode(query)
-        keys, values = self._memory()
-        module = self.model.module
-        with torch.inference_mode():
-            readout = module.read_memory(key, keys, values, self.top_k)
-            logits = module.segment(readout, f16, f8, f4)
-            logits = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
-                                   align_corners=False)
-            probs = torch.softmax(aggregate(logits), dim=1)[0]
-        return np.ascontiguousarray(probs.cpu().numpy(), np.float32)
+        probs, _, _ = self._read_out(self._net_image(image, resolution), (height, width))
+        return np.ascontiguousarray(probs, np.float32)
 
     def describe(self):
         return {'backend': self.name, 'model': self.model.path, 'device': self.model.device,
@@ -206,21 +174,23 @@ class MemoryBackend(Backend):
 
     # -- internals -----------------------------------------------------------------------
 
-    def _net_size(self, width, height):
+    def _net_size(self, width, height, resolution=None):
         """Return the network's input size (w, h) for a ``width``×``height`` image: shorter
-        side ``resolution``, up or down; sides rounded to the size multiple."""
+        side ``resolution`` (None = the backend's), up or down; sides rounded to the size
+        multiple."""
+        resolution = self.resolution if resolution is None else resolution
         scale = 1.0
-        if self.resolution > 0:
+        if resolution > 0:
             # small inputs are enlarged too: on a 16 px key grid a 72 px frame has 4 rows
-            scale = self.resolution / min(width, height)
+            scale = resolution / min(width, height)
         multiple = self.multiple
         return (max(multiple, int(round(width * scale / multiple)) * multiple),
                 max(multiple, int(round(height * scale / multiple)) * multiple))
 
-    def _net_image(self, image):
+    def _net_image(self, image, resolution=None):
         """Resize an image to the network's input size (see ``_net_size``)."""
         height, width = image.shape[:2]
-        net_w, net_h = self._net_size(width, height)
+        net_w, net_h = self._net_size(width, height, resolution)
         if (net_w, net_h) == (width, height):
             return image
         interpolation = cv2.INTER_AREA if net_w < width else cv2.INTER_LINEAR
@@ -279,6 +249,28 @@ class MemoryBackend(Backend):
                 readout = module.read_memory(query, query.flatten(2), value.flatten(3),
                                              self.top_k)
                 module.segment(readout, f16, f8, f4)
+
+    def _read_out(self, net_image, size):
+        """Encode ``net_image``, read the memory out and decode: ``(probs, key, f16)``.
+
+        ``probs``: (K + 1)×h×w float32 numpy at ``size`` (h, w); the logits are interpolated
+        there before the soft aggregation and softmax. ``key`` and ``f16`` for a memory entry.
+        """
+        import torch
+        from torch.nn import functional as F
+
+        from vos_ros.core.models.memory_net import aggregate
+
+        key, f16, f8, f4 = self._encode(net_image)
+        keys, values = self._memory()
+        module = self.model.module
+        with torch.inference_mode():
+            readout = module.read_memory(key, keys, values, self.top_k)
+            logits = module.segment(readout, f16, f8, f4)
+            logits = F.interpolate(logits.float(), size=tuple(size), mode='bilinear',
+                                   align_corners=False)
+            probs = torch.softmax(aggregate(logits), dim=1)[0]
+        return probs.cpu().numpy(), key, f16
 
     def _encode(self, net_image):
         import torch
