@@ -370,3 +370,22 @@ def test_adaptive_options_misspelt_are_named_as_adaptive(tiny_memory_model):
 def test_light_cheap_path_needs_a_full_model_with_one():
     with pytest.raises(ValueError, match='light pass'):
         AdaptiveBackend(full=CountingFull(), cheap='light')
+
+
+def test_light_pass_shape_is_warmed_up_with_the_full_one(clip, tiny_memory_model):
+    adaptive = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=85,
+                              cheap_resolution=32)
+    memory = adaptive.full
+    session = Session(adaptive, SessionConfig(size_multiple=16))
+    took = session.warm_up(clip.frames[0].shape[1], clip.frames[0].shape[0], objects=2)
+    assert took >= 0
+    width, height = session._working_size(clip.frames[0].shape[1], clip.frames[0].shape[0])
+    full_w, full_h = memory._net_size(width, height)
+    light_w, light_h = memory._net_size(width, height, 32)
+    assert (light_w, light_h) != (full_w, full_h)
+    assert memory._warmed == {((full_h, full_w), 2), ((light_h, light_w), 2)}
+    # a given mask warms the light shape for its own object count too
+    adaptive.reset()
+    session.step(clip.frames[0], clip.masks[0])
+    objects = len(np.unique(clip.masks[0])) - 1
+    assert ((light_h, light_w), objects) in memory._warmed

@@ -220,8 +220,13 @@ class MemoryBackend(Backend):
             _LOG.info('key encoder not optimised (%s); running it as scripted', error)
             return module
 
-    def warm_up(self, width, height, objects):
-        net_w, net_h = self._net_size(int(width), int(height))
+    def warm_up(self, width, height, objects, resolution=None):
+        """Warm the networks up for ``width``×``height`` frames (see ``_warm_up_net``).
+
+        ``resolution``: the query's shorter side (None = the backend's; the light pass's
+        ``propagate_light`` resolution warms its smaller shape).
+        """
+        net_w, net_h = self._net_size(int(width), int(height), resolution)
         self._warm_up_net((net_h, net_w), objects)
 
     def _warm_up_net(self, size, objects):
