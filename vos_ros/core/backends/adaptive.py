@@ -8,7 +8,8 @@ same with any two backends:
 - ``full`` (default ``memory``, the space-time memory network) and
 - ``cheap``: ``light`` (the default where the full model has one: the same memory network
   on a lower-resolution query, reading the memory the full frames built and writing nothing,
-  ``MemoryBackend.propagate_light``) or ``flow`` (weight-free optical flow + local colour; the
+  ``MemoryBackend.propagate_light``), ``roi`` (the same on a crop around the previous result,
+  ``MemoryBackend.propagate_roi``; opt-in) or ``flow`` (weight-free optical flow + local colour; the
   torch-free path, and the default for full models without a light pass).
 
 Measured on DAVIS-2016 training sequences (10 the memory model was trained on but neither
@@ -65,7 +66,7 @@ DEFAULT_TARGET = 85
 #: Default ``max_cheap_frames`` by cheap path: the longest run of cheap frames before a forced
 #: full run. Light pass: measured on 10 DAVIS-2016 train sequences (bench/README.md), at most
 #: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); flow: 8.
-DEFAULT_MAX_CHEAP = {'light': 2, 'flow': 8}
+DEFAULT_MAX_CHEAP = {'light': 2, 'roi': 6, 'flow': 8}
 #: Default ``max_backoff``: at most this many frames skip the cheap path after rejections.
 DEFAULT_MAX_BACKOFF = 8
 #: With ``cheap='auto'`` and a light pass: targets under this run the flow cheap path instead.
@@ -95,23 +96,45 @@ def check_target(value, name='target_confidence'):
 DEFAULT_LIGHT_RESOLUTION = 160
 
 
+#: Default pixel budget of the region-of-interest light pass (``MemoryBackend.propagate_roi``):
+#: its query holds at most this share of the full query's pixels. bench/adaptive_tune.txt,
+#: target 70, at most 6 cheap frames: 0.25 89.1 J&F at 1.87x, 0.39 89.7 at 1.32x (at most 4),
+#: 0.2 86.8 at 1.87x (at most 4).
+DEFAULT_ROI_BUDGET = 0.25
+
+
 class _LightPath(Backend):
-    """The full model's light pass as a cheap backend: its state is the full model's memory."""
+    """The full model's light pass as a cheap backend: its state is the full model's memory.
+
+    ``roi`` > 0: the region-of-interest pass instead (``propagate_roi`` with that pixel budget),
+    cropped around the previous result (the last full one after a refresh).
+    """
 
     name = 'light'
 
-    def __init__(self, full, resolution):
+    def __init__(self, full, resolution, roi=0.0):
         self.full = full
         self.resolution = int(resolution)
+        self.roi = float(roi)
+        if self.roi:
+            self.name = 'roi'
+        self._previous = None
 
     def reset(self):
-        pass  # the adaptive backend resets the full model itself
+        self._previous = None  # the adaptive backend resets the full model itself
 
     def memorize(self, image, probs):
-        pass  # the full model memorised the frame when it ran on it
+        # the full model memorised the frame when it ran on it; the ROI pass crops around it
+        self._previous = np.asarray(probs, np.float32) if self.roi else None
 
     def propagate(self, image):
         height, width = image.shape[:2]
+        if self.roi:
+            if self._previous is None or self._previous.shape[1:] != (height, width):
+                raise RuntimeError('roi light pass asked to propagate before a result to '
+                                   'crop around was memorised')
+            self._previous = self.full.propagate_roi(image, self._previous, budget=self.roi)
+            return self._previous
         return self.full.propagate_light(image, self.resolution or min(height, width))
 
     def warm_up(self, width, height, objects):
@@ -131,7 +154,8 @@ class AdaptiveBackend(Backend):
         """Compose ``full`` and ``cheap`` (Backend instances or backend names).
 
         ``cheap``: ``light`` (the full model's light pass; needs a full backend with
-        ``propagate_light``), ``flow`` or a Backend instance; ``auto``: where the full backend
+        ``propagate_light``), ``roi`` (its region-of-interest pass, ``propagate_roi``, with
+        ``DEFAULT_ROI_BUDGET``), ``flow`` or a Backend instance; ``auto``: where the full backend
         has a light pass, ``light`` at targets >= ``FLOW_BELOW`` (50) and ``flow`` under it
         (``set_target`` switches), else ``flow``. ``full_options`` (e.g. ``model_path``,
         ``device``) go to the full backend when it is created by name, ``cheap_options`` (a
@@ -173,20 +197,20 @@ class AdaptiveBackend(Backend):
                                  f'neither its own nor accepted by the full backend {full!r} '
                                  f'({error})') from None
         has_light = callable(getattr(self.full, 'propagate_light', None))
-        if cheap == 'light' and not has_light:
-            raise ValueError(f'cheap path light needs a full model with a light pass '
+        if cheap in ('light', 'roi') and not has_light:
+            raise ValueError(f'cheap path {cheap} needs a full model with a light pass '
                              f'(memory); {getattr(self.full, "name", "this one")} has '
                              'none: use cheap flow')
         if cheap == 'auto':
             kinds = ('light', 'flow') if has_light else ('flow',)
-        elif cheap in ('light', 'flow') or isinstance(cheap, Backend):
+        elif cheap in ('light', 'roi', 'flow') or isinstance(cheap, Backend):
             kinds = (cheap,)
         else:
-            raise ValueError(f'unknown cheap path {cheap!r}; choose auto, light or flow (or '
-                             'pass a Backend instance)')
+            raise ValueError(f'unknown cheap path {cheap!r}; choose auto, light, roi or flow '
+                             '(or pass a Backend instance)')
         if cheap_resolution is not None and int(cheap_resolution) < 0:
             raise ValueError(f'cheap_resolution must be >= 0, got {cheap_resolution}')
-        if cheap == 'light' and cheap_options:
+        if cheap in ('light', 'roi') and cheap_options:
             raise ValueError('cheap_options are for a cheap backend, not the light pass')
         #: The cheap paths this backend may run, by name; ``auto`` with a light pass has both
         #: and picks by target (``FLOW_BELOW``).
@@ -210,9 +234,10 @@ class AdaptiveBackend(Backend):
         """One cheap path: its backend, resolutions, run length and confidence estimate."""
         from vos_ros.core.backends import create_backend
 
-        if kind == 'light':
+        if kind in ('light', 'roi'):
             backend = _LightPath(self.full, int(resolution if resolution is not None
-                                                else DEFAULT_LIGHT_RESOLUTION))
+                                                else DEFAULT_LIGHT_RESOLUTION),
+                                 roi=DEFAULT_ROI_BUDGET if kind == 'roi' else 0.0)
             resolution = backend.resolution
         else:
             backend = kind if isinstance(kind, Backend) else create_backend(
@@ -224,12 +249,13 @@ class AdaptiveBackend(Backend):
         if isinstance(confidence_model, ConfidenceModel):
             model = confidence_model
         else:
-            model = ConfidenceModel.load(confidence_model,
-                                         'light' if backend.name == 'light' else 'flow')
+            # the ROI pass reads the same memory as the light pass: its estimate, not refitted
+            model = ConfidenceModel.load(confidence_model, 'light' if isinstance(
+                backend, _LightPath) else 'flow')
         # The light pass takes the working-size frame and encodes its query smaller itself
         # (its result comes back at working size); a cheap backend gets a smaller frame.
         return {'backend': backend, 'resolution': int(resolution),
-                'frame_resolution': 0 if backend.name == 'light' else int(resolution),
+                'frame_resolution': 0 if isinstance(backend, _LightPath) else int(resolution),
                 'max_cheap_frames': int(max_cheap_frames), 'model': model}
 
     def _path_for(self, target):
