@@ -8,7 +8,10 @@ reading and segmenting (as ``vos_eval``); ``startup s`` is the time to create th
 (model loading), and ``wall FPS`` counts it too. ``CPU ms`` is the process CPU time per frame
 of the whole evaluation (writing and scoring the masks included, alike for every
 configuration): less distorted than FPS when other work shares the CPU. Each ``--cheap`` path
-(``light``: the memory model's light pass, the default; ``flow``) is swept over the targets.
+(``light``: the memory model's light pass, the default; ``roi``: its region-of-interest pass;
+``flow``) is swept over the targets. ``--interleave`` runs all configurations frame by frame
+in turn instead, for machines whose speed drifts during a run (shared or throttled VMs): each
+configuration's FPS then comes from the same minutes as the others'.
 ``full %`` /
 ``cheap %`` are the shares of frames each path produced (the first frame of each sequence is
 the given mask).
@@ -51,7 +54,8 @@ def _parse(argv):
                              'always run)')
     parser.add_argument('--full', default='memory', help='full-model backend')
     parser.add_argument('--cheap', default='light',
-                        help='comma-separated cheap paths swept at every target: light (the '
+                        help='comma-separated cheap paths swept at every target: roi (the '
+                             'memory model on a crop around the last result), light (the '
                              'memory model on a smaller query), flow')
     parser.add_argument('--flow-targets', default=None,
                         help='targets for the flow cheap path when it is in --cheap (None = '
@@ -63,6 +67,11 @@ def _parse(argv):
                         help='confidence estimate JSON (None = the shipped one)')
     parser.add_argument('--no-flow', action='store_true', help='skip flow alone')
     parser.add_argument('--out', default='out/adaptive_sweep', help='folder for csv and png')
+    parser.add_argument('--interleave', action='store_true',
+                        help='run every configuration on each frame in turn (one process, one '
+                             'frame read shared): a machine whose speed drifts during the run '
+                             'then slows all of them alike, so the FPS ratios hold; no masks '
+                             'are written and CPU ms is not measured')
     parser.add_argument('--keep-masks', action='store_true',
                         help='keep the masks of every configuration under OUT/masks')
     return parser.parse_args(argv)
@@ -127,6 +136,73 @@ def _plot(path, rows, title):
     plt.close(figure)
 
 
+def _interleaved(args, names):
+    """Rows of every configuration, run frame by frame in turn on the same frames.
+
+    Each configuration has its own session (working size and size multiple as
+    ``evaluate_dataset`` sets them) and is scored by the same rule as ``vos_eval``
+    (``evaluate._score``); FPS counts the shared frame read plus the configuration's own
+    ``Session.step``.
+    """
+    from vos_ros.core.davis import Dataset
+    from vos_ros.core.session import Session
+    from vos_ros.core.session import SessionConfig
+    from vos_ros.tools.evaluate import _score
+    from vos_ros.tools.evaluate import check_sequences
+    from vos_ros.tools.evaluate import mean_scores
+    from vos_ros.tools.evaluate import SequenceResult
+
+    dataset = Dataset(args.root)
+    sequences = check_sequences(dataset, list(dict.fromkeys(names)) if names
+                                else dataset.sequence_names())
+    runs = []
+    for label, target, make in _configs(args):
+        tic = time.perf_counter()
+        backend = make()
+        config = SessionConfig(size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
+        runs.append({'label': label, 'target': target, 'session': Session(backend, config),
+                     'startup': time.perf_counter() - tic, 'seconds': 0.0, 'paths': {},
+                     'results': []})
+    for sequence in sequences:
+        first = sequence.read_mask(0, log=lambda line: None)
+        predictions = {id(run): [] for run in runs}
+        for run in runs:
+            run['session'].reset()
+        for index in range(len(sequence)):
+            tic = time.perf_counter()
+            image = sequence.read_frame(index)
+            read = time.perf_counter() - tic
+            for run in runs:
+                tic = time.perf_counter()
+                result = run['session'].step(image, first if index == 0 else None)
+                run['seconds'] += read + time.perf_counter() - tic
+                run['paths'][result.path] = run['paths'].get(result.path, 0) + 1
+                predictions[id(run)].append(result.labels)
+        for run in runs:
+            scores, objects, _ = _score(sequence, predictions[id(run)], first)
+            run['results'].append(SequenceResult(name=sequence.name, frames=len(sequence),
+                                                 seconds=0.0, scores=scores, objects=objects))
+        print(f'{sequence.name}: ' + ', '.join(
+            f'{run["label"]} {run["results"][-1].scores["JF"]:.1f}' for run in runs),
+            flush=True)
+    rows = []
+    for run in runs:
+        mean = mean_scores(run['results'])
+        frames = sum(r.frames for r in run['results'])
+        row = {'config': run['label'],
+               'target': '' if run['target'] is None else f'{run["target"]:g}',
+               'JF': f'{mean["JF"]:.3f}', 'J': f'{mean["J"]:.3f}', 'F': f'{mean["F"]:.3f}',
+               'fps': f'{frames / run["seconds"]:.2f}',
+               'wall_fps': f'{frames / (run["seconds"] + run["startup"]):.2f}',
+               'startup_s': f'{run["startup"]:.2f}', 'frames': frames, 'cpu_ms': '',
+               'full_pct': f'{100.0 * run["paths"].get("full", 0) / frames:.1f}',
+               'cheap_pct': f'{100.0 * run["paths"].get("cheap", 0) / frames:.1f}'}
+        if run['target'] is None:
+            row['full_pct'], row['cheap_pct'] = '0.0', row['full_pct']
+        rows.append(row)
+    return rows
+
+
 def main(argv=None):
     """Run the sweep; return the exit code."""
     args = _parse(argv)
@@ -134,9 +210,9 @@ def main(argv=None):
     if args.sequences_file:
         names = read_sequences_file(args.sequences_file)
     os.makedirs(args.out, exist_ok=True)
-    rows = []
+    rows = _interleaved(args, names) if args.interleave else []
     masks_root = os.path.join(args.out, 'masks') if args.keep_masks else tempfile.mkdtemp()
-    for label, target, make in _configs(args):
+    for label, target, make in [] if args.interleave else _configs(args):
         tic = time.perf_counter()
         backend = make()
         startup = time.perf_counter() - tic

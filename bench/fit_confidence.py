@@ -14,7 +14,10 @@ full model's own memory, so nothing can be replayed: each sequence runs the depl
 backend at target 0 with ``max_cheap_frames`` = ``--horizon`` (the full model on every
 ``horizon + 1``-th frame, the light pass between), once per phase in ``--phases`` (how many
 frames of the first cycle are cut short, so that every frame is seen at several distances
-from a full run); every light frame gives one sample per object. ``--cheap flow`` samples as
+from a full run); every light frame gives one sample per object. ``--cheap roi`` does the same
+with the region-of-interest pass (``MemoryBackend.propagate_roi``; frames its guards refuse,
+a result cut by its crop or an object lost, run the full model and give no sample, as when
+deployed). ``--cheap flow`` samples as
 described above.
 
 Fitting uses the sequences of DATASET_ROOT minus every ``--exclude`` file (the memory model's
@@ -79,12 +82,12 @@ def _parse(argv):
                         help='sequence file measured for the reliability plot (not fitted)')
     parser.add_argument('--model', default=None,
                         help='memory model for --seed full (None = the shipped one)')
-    parser.add_argument('--cheap', choices=('light', 'flow'), default='light',
+    parser.add_argument('--cheap', choices=('light', 'roi', 'flow'), default='light',
                         help='the cheap path whose confidence is fitted')
     parser.add_argument('--seed', choices=('full', 'gt'), default='full',
                         help='what each flow run starts from (flow only)')
     parser.add_argument('--phases', default='0,3',
-                        help='light: frames of the first cycle cut short, comma-separated')
+                        help='light, roi: frames of the first cycle cut short, comma-separated')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
     parser.add_argument('--stride', type=int, default=2, help='frames between start frames')
     parser.add_argument('--horizon', type=int, default=12,
@@ -94,8 +97,8 @@ def _parse(argv):
                         help='per-sequence sample cache (keyed by seed, model, stride, horizon)')
     parser.add_argument('--out', default=None,
                         help='where to write the fitted model (JSON; None = the shipped file '
-                             'of the cheap path, vos_ros/data/confidence_light.json or '
-                             'confidence.json)')
+                             'of the cheap path, vos_ros/data/confidence_light.json, '
+                             'confidence_roi.json or confidence.json)')
     parser.add_argument('--plot', default='out/confidence/reliability.png',
                         help='reliability plot (PNG)')
     parser.add_argument('--limit', type=int, default=None,
@@ -122,7 +125,7 @@ def _sample_light(sequence, args):
     truth = [sequence.read_mask(i, log=lambda line: None) for i in range(len(sequence))]
     rows, ious = [], []
     for phase in (int(p) for p in args.phases.split(',') if p.strip()):
-        adaptive = AdaptiveBackend(full=full, cheap='light', target_confidence=0,
+        adaptive = AdaptiveBackend(full=full, cheap=args.cheap, target_confidence=0,
                                    max_cheap_frames=args.horizon, confidence_model=neutral)
         session = Session(adaptive)
         for index, frame in enumerate(frames):
@@ -186,9 +189,9 @@ def _labels(probs, ids, width, height):
 
 def _samples(dataset, names, args, what):
     model_tag = 'gt' if args.seed == 'gt' else os.path.basename(args.model or 'shipped')
-    if args.cheap == 'light':
-        model_tag = f'light-p{args.phases.replace(",", "_")}-' + model_tag
-    if args.seed == 'full' or args.cheap == 'light':
+    if args.cheap in ('light', 'roi'):
+        model_tag = f'{args.cheap}-p{args.phases.replace(",", "_")}-' + model_tag
+    if args.seed == 'full' or args.cheap in ('light', 'roi'):
         path = args.model or os.path.join(os.path.dirname(__file__), '..', 'vos_ros', 'data',
                                           'memory.pt')
         model_tag += f'-{int(os.path.getmtime(path))}'
@@ -197,11 +200,11 @@ def _samples(dataset, names, args, what):
         cache = os.path.join(args.cache, f'{name}-{model_tag}-s{args.stride}-h{args.horizon}'
                              '.npz')
         tic = time.perf_counter()
-        names_used = FLOWLESS_FEATURES if args.cheap == 'light' else FEATURES
+        names_used = FLOWLESS_FEATURES if args.cheap in ('light', 'roi') else FEATURES
         if os.path.isfile(cache):
             data = np.load(cache)
             x, y = data['features'], data['ious']
-        elif args.cheap == 'light':
+        elif args.cheap in ('light', 'roi'):
             x, y = _sample_light(dataset.sequence(name), args)
         else:
             x, y, _, _ = _sample_sequence(dataset.sequence(name), args)
@@ -286,13 +289,14 @@ def main(argv=None):
     if args.out is None:
         from vos_ros.core.confidence import DEFAULT_MODEL_PATHS
         args.out = DEFAULT_MODEL_PATHS[args.cheap]
-    names_used = FLOWLESS_FEATURES if args.cheap == 'light' else FEATURES
+    names_used = FLOWLESS_FEATURES if args.cheap in ('light', 'roi') else FEATURES
     x, y, groups = _samples(dataset, names, args, 'fit')
     model = fit_logistic(x, y, l2=args.l2, names=names_used)
     fit_stats, fit_table = _summary(model, x, y)
     curves = [(f'fitting sequences ({len(names)})', fit_table, 'o-')]
     info = {'fitted_on': sorted(names), 'dataset': os.path.basename(os.path.abspath(args.root)),
-            'cheap': args.cheap, 'phases': args.phases if args.cheap == 'light' else None,
+            'cheap': args.cheap,
+            'phases': args.phases if args.cheap in ('light', 'roi') else None,
             'seed': args.seed, 'full_model': args.model or 'vos_ros/data/memory.pt',
             'stride': args.stride, 'horizon': args.horizon, 'l2': args.l2,
             'fit': fit_stats, 'script': 'bench/fit_confidence.py'}

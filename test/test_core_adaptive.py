@@ -389,3 +389,130 @@ def test_light_pass_shape_is_warmed_up_with_the_full_one(clip, tiny_memory_model
     session.step(clip.frames[0], clip.masks[0])
     objects = len(np.unique(clip.masks[0])) - 1
     assert ((light_h, light_w), objects) in memory._warmed
+
+
+def test_roi_pass_reads_the_memory_crops_and_leaves_the_memory_alone(clip, tiny_memory_model):
+    backend = create_backend('memory', model_path=tiny_memory_model)
+    session = Session(backend, SessionConfig(size_multiple=16))
+    session.step(clip.frames[0], clip.masks[0])
+    session.step(clip.frames[1])
+    image = _working(session, clip.frames[2])
+    height, width = image.shape[:2]
+    before = [t.clone() for t in backend._memory()]
+    frames = backend.memory_frames
+    # nothing in the foreground: the crop is the whole frame, at the full path's scale, so the
+    # ROI pass is the full read-out
+    empty = np.zeros((3, height, width), np.float32)
+    empty[0] = 1.0
+    whole = backend.propagate_roi(image, empty, budget=1.0)
+    assert backend.last_roi[0] == (0, height, 0, width)
+    assert backend.last_roi[1] == pytest.approx(1.0)
+    np.testing.assert_allclose(whole, backend.propagate_light(image, 64), atol=1e-5)
+    assert backend.memory_frames == frames
+    for old, new in zip(before, backend._memory()):
+        assert (old == new).all()
+    # a small object: the crop is its box widened by the margin; outside it, background
+    previous = empty.copy()
+    previous[0, 40:56, 30:50] = 0.0
+    previous[1, 40:56, 30:50] = 1.0
+    probs = backend.propagate_roi(image, previous, budget=0.5, margin=0.25, min_margin=4)
+    (y0, y1, x0, x1), share = backend.last_roi
+    # the object's box (40:56, 30:50) widened by 5 px, then to the query's 32 px grid
+    assert y0 <= 35 and y1 >= 61 and x0 <= 25 and x1 >= 55
+    assert (y1 - y0, x1 - x0) != (height, width)
+    assert 0.0 < share <= 0.5
+    assert probs.shape == (3, height, width)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+    outside = np.ones((height, width), bool)
+    outside[y0:y1, x0:x1] = False
+    assert (probs[0][outside] > 0.999).all()
+    # the budget caps the query's pixels (a whole-frame crop at a quarter of them)
+    backend.propagate_roi(image, empty, budget=0.25)
+    assert backend.last_roi[1] <= 0.25 + 1e-6
+    with pytest.raises(ValueError, match='budget'):
+        backend.propagate_roi(image, empty, budget=0.0)
+    with pytest.raises(ValueError, match='do not match'):
+        backend.propagate_roi(image, empty[:, :-1])
+
+
+def test_cut_at_crop_counts_only_sides_inside_the_frame():
+    from vos_ros.core.backends.adaptive import cut_at_crop
+
+    foreground = np.zeros((60, 80), bool)
+    foreground[20:30, 30:40] = True
+    assert not cut_at_crop(foreground, (10, 40, 20, 50))
+    # the object reaches the crop's right side, inside the frame: cut
+    assert cut_at_crop(foreground, (10, 40, 20, 40))
+    # the same side on the frame's border: the object ends there, not cut
+    border = np.zeros((60, 80), bool)
+    border[20:30, 70:80] = True
+    assert not cut_at_crop(border, (10, 40, 60, 80))
+    # a stray pixel on a side is not a cut object
+    stray = foreground.copy()
+    stray[10, 25] = True
+    assert not cut_at_crop(stray, (10, 40, 20, 50))
+
+
+def test_roi_cheap_path_refuses_a_result_cut_by_its_crop(clip, tiny_memory_model):
+    adaptive = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=1,
+                              cheap='roi', confidence_model=constant_model(99))
+    assert adaptive.describe()['cheap'] == 'roi' and adaptive.max_cheap_frames == 6
+    session = Session(adaptive, SessionConfig(size_multiple=16))
+    session.step(clip.frames[0], clip.masks[0])
+    # an untrained network: its results may run into the crop or lose an object, so the
+    # guards are off until a cut result is made on purpose
+    adaptive.reject_lost = False
+    adaptive.cheap.edge_check = False
+    result = session.step(clip.frames[1])
+    assert result.path == 'cheap' and adaptive.full.last_roi is not None
+    adaptive.cheap.edge_check = True
+    # a result whose object runs into a side of its crop inside the frame goes to the full model
+    memory = adaptive.full
+    real = memory.propagate_roi
+
+    def cut(image, previous, budget):
+        probs = real(image, previous, budget=budget)
+        height, width = image.shape[:2]
+        box = (0, height, 0, width // 2)
+        memory.last_roi = (box, memory.last_roi[1])
+        probs[:] = 0.0
+        probs[0] = 1.0
+        probs[0, :, width // 2 - 8:width // 2] = 0.0
+        probs[1, :, width // 2 - 8:width // 2] = 1.0
+        return probs
+
+    memory.propagate_roi = cut
+    result = session.step(clip.frames[2])
+    assert result.path == 'full' and adaptive.last_reason == 'clipped'
+    assert adaptive.last_confidence == 0.0
+    # without the check the same result is taken
+    adaptive.cheap.edge_check = False
+    adaptive._end_backoff()
+    assert session.step(clip.frames[3]).path == 'cheap'
+
+
+class LosingCheap(SpyCheap):
+    """A cheap path that loses object 2 (it wins no pixel)."""
+
+    def propagate(self, image):
+        probs = super().propagate(image)
+        probs[0] += probs[2]
+        probs[2] = 0.0
+        return probs
+
+
+def test_a_cheap_result_that_lost_an_object_goes_to_the_full_model(clip):
+    full = CountingFull()
+    adaptive = AdaptiveBackend(full=full, cheap=LosingCheap(), target_confidence=50,
+                               confidence_model=constant_model(99))
+    session = Session(adaptive)
+    session.step(clip.frames[0], clip.masks[0])
+    result = session.step(clip.frames[1])
+    # the estimate trusted it (99), but object 2 is gone: only the full model searches for it
+    assert result.path == 'full' and adaptive.last_reason == 'lost'
+    assert adaptive.last_confidence == 0.0 and full.calls['propagate'] == 1
+    assert set(np.unique(result.labels)) == {0, 1, 2}
+    adaptive.reject_lost = False
+    adaptive._end_backoff()
+    result = session.step(clip.frames[2])
+    assert result.path == 'cheap' and 2 not in np.unique(result.labels)

@@ -50,7 +50,8 @@ FLOWLESS_FEATURES = ('uncertain', 'area_change', 'step_change', 'frames', 'cum_u
 _DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data')
 #: Where the shipped models live, by cheap path.
 DEFAULT_MODEL_PATHS = {'flow': os.path.join(_DATA, 'confidence.json'),
-                       'light': os.path.join(_DATA, 'confidence_light.json')}
+                       'light': os.path.join(_DATA, 'confidence_light.json'),
+                       'roi': os.path.join(_DATA, 'confidence_roi.json')}
 #: The flow cheap path's model (kept for callers of the first version).
 DEFAULT_MODEL_PATH = DEFAULT_MODEL_PATHS['flow']
 
@@ -83,8 +84,8 @@ class ConfidenceModel:
 
     @classmethod
     def load(cls, path=None, cheap='flow'):
-        """Read a model JSON (default: the one shipped for the ``cheap`` path, ``flow`` or
-        ``light``); ValueError naming a bad file."""
+        """Read a model JSON (default: the one shipped for the ``cheap`` path, ``flow``,
+        ``light`` or ``roi``); ValueError naming a bad file."""
         if path in (None, ''):
             if cheap not in DEFAULT_MODEL_PATHS:
                 raise ValueError(f'no shipped confidence model for cheap path {cheap!r}; '

@@ -6,16 +6,24 @@ predicted that the warped result had fallen below a **confidence target**. This 
 same with any two backends:
 
 - ``full`` (default ``memory``, the space-time memory network) and
-- ``cheap``: ``light`` (the default where the full model has one: the same memory network
-  on a lower-resolution query, reading the memory the full frames built and writing nothing,
-  ``MemoryBackend.propagate_light``), ``roi`` (the same on a crop around the previous result,
-  ``MemoryBackend.propagate_roi``; opt-in) or ``flow`` (weight-free optical flow + local colour; the
-  torch-free path, and the default for full models without a light pass).
+- ``cheap``: ``roi`` (the default where the full model has one: the same memory network on a
+  crop around the previous result, reading the memory the full frames built and writing
+  nothing, ``MemoryBackend.propagate_roi``), ``light`` (the same on the whole frame at a
+  lower resolution, ``MemoryBackend.propagate_light``) or ``flow`` (weight-free optical flow +
+  local colour; the torch-free path, and the default for full models without a light pass).
 
 Measured on DAVIS-2016 training sequences (10 the memory model was trained on but neither
 estimate fitted on, full model on every third frame and the cheap path on the others): the
 light pass at 160 px lost 2.9 J&F against the full model on every frame, flow 8.5: flow's
 errors on fast non-rigid motion accumulate, the light pass reads the same memory every frame.
+The ROI pass keeps the full model's scale on the object (DAVIS objects fill 5-30 % of a frame)
+and, on the same 10 sequences at target 70, lost 1.0 J&F with the full model on one frame in 6
+(bench/README.md "The ROI pass").
+
+Two failures are seen rather than estimated, and refused at any target under 100: an ROI
+result whose object runs into a side of its crop (``cut_at_crop``: the part past it is
+missing) and a cheap result in which an object wins no pixel (``reject_lost``: only the full
+model searches the whole frame, and the estimate sees nothing wrong with an empty mask).
 
 Each frame, with ``target_confidence`` T (0-100):
 
@@ -57,24 +65,22 @@ LOGGER = logging.getLogger(__name__)
 
 #: Default ``target_confidence`` of backend ``adaptive``, chosen by measurement on
 #: bench/adaptive_tune.txt (10 DAVIS-2016 train sequences outside the hold-out; bench/README.md
-#: "Adaptive compute"): the light pass at 85 lost 2.1 J&F against the full model on every frame
-#: at 1.25x its speed, at 80 3.1 (1.37x), at 70 2.6 (1.40x), at 90 0.1 (0.96x). 85 is the one
-#: target within 3 J&F there with a margin (hold-out, measured afterwards: 2.3 lost, 1.14x).
-#: The package's default pipeline is still the full model on every frame (target 100); the
-#: node lowers its target when it falls behind the camera.
-DEFAULT_TARGET = 85
+#: "Adaptive compute"): the ROI pass at 70 (at most 8 in a row) lost 1.0 J&F against the full
+#: model on every frame with 15 % full frames, at 85 1.0 with 18 %; at 70 with at most 12,
+#: 1.3 (the light pass at 85: 2.1 lost at 1.25x the speed).
+DEFAULT_TARGET = 70
 #: Default ``max_cheap_frames`` by cheap path: the longest run of cheap frames before a forced
 #: full run. Light pass: measured on 10 DAVIS-2016 train sequences (bench/README.md), at most
-#: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); flow: 8.
-DEFAULT_MAX_CHEAP = {'light': 2, 'roi': 6, 'flow': 8}
+#: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); ROI pass at 70: at
+#: most 6 / 8 / 12 lost 0.9 / 1.0 / 1.3; flow: 8.
+DEFAULT_MAX_CHEAP = {'light': 2, 'roi': 8, 'flow': 8}
 #: Default ``max_backoff``: at most this many frames skip the cheap path after rejections.
 DEFAULT_MAX_BACKOFF = 8
-#: With ``cheap='auto'`` and a light pass: targets under this run the flow cheap path instead.
-#: The light pass tops out at about 1.4x the full model's speed (at most 2 light frames in a
-#: row); flow goes further at a price. bench/adaptive_tune.txt: light 50 J&F 88.3 at 1.42x,
-#: flow 50 79.2 at 1.96x, flow 70 81.5 at 1.59x, the full model 90.9. So a target is one
-#: effort knob: 100 full model, 50-99 light pass, under 50 flow (the node's effort control
-#: reaches flow when the light pass cannot keep up).
+#: With ``cheap='auto'`` and a light pass: targets under this run the flow cheap path instead
+#: of the ROI pass. Flow costs less still, at a price in accuracy (bench/adaptive_tune.txt:
+#: flow 50 79.2 J&F at 1.96x the full model's speed; the full model 90.9). So a target is one
+#: effort knob: 100 full model, 50-99 ROI pass, under 50 flow (the node's effort control
+#: reaches flow when the ROI pass cannot keep up).
 FLOW_BELOW = 50.0
 
 
@@ -98,9 +104,42 @@ DEFAULT_LIGHT_RESOLUTION = 160
 
 #: Default pixel budget of the region-of-interest light pass (``MemoryBackend.propagate_roi``):
 #: its query holds at most this share of the full query's pixels. bench/adaptive_tune.txt,
-#: target 70, at most 6 cheap frames: 0.25 89.1 J&F at 1.87x, 0.39 89.7 at 1.32x (at most 4),
-#: 0.2 86.8 at 1.87x (at most 4).
+#: target 70, at most 6 cheap frames, first version (no guards, no shape grid): 0.25 89.1 J&F
+#: at 1.87x, 0.39 89.7 at 1.32x (at most 4), 0.2 86.8 at 1.87x (at most 4).
 DEFAULT_ROI_BUDGET = 0.25
+
+
+def _lost(probs):
+    """Whether any object of (K + 1)×h×w ``probs`` wins no pixel."""
+    count = probs.shape[0]
+    if count < 2:
+        return False
+    if count == 2:  # a tenth of an argmax's cost at working size
+        return not bool((probs[1] > probs[0]).any())
+    best = probs.max(axis=0)
+    return any(not bool((probs[k] >= best).any()) for k in range(1, count))
+
+
+def cut_at_crop(foreground, box, share=0.02):
+    """Whether a h×w boolean ``foreground`` runs into a side of ``box`` that lies in the frame.
+
+    ``box``: (y0, y1, x0, x1) crop. A side counts when its outermost row or column inside the
+    crop holds foreground on more than ``share`` of its length (and at least 2 px): the object
+    most likely goes on past the crop, where the region-of-interest pass saw nothing. Sides on
+    the frame's own border never count.
+    """
+    height, width = foreground.shape
+    y0, y1, x0, x1 = box
+    sides = []
+    if y0 > 0:
+        sides.append(foreground[y0, x0:x1])
+    if y1 < height:
+        sides.append(foreground[y1 - 1, x0:x1])
+    if x0 > 0:
+        sides.append(foreground[y0:y1, x0])
+    if x1 < width:
+        sides.append(foreground[y0:y1, x1 - 1])
+    return any(int(side.sum()) >= max(2, share * side.size) for side in sides)
 
 
 class _LightPath(Backend):
@@ -119,6 +158,10 @@ class _LightPath(Backend):
         if self.roi:
             self.name = 'roi'
         self._previous = None
+        #: ROI pass: reject results whose foreground reaches a side of the crop inside the
+        #: frame (the object went on past it); ``last_clipped`` says so of the last result.
+        self.edge_check = True
+        self.last_clipped = False
 
     def reset(self):
         self._previous = None  # the adaptive backend resets the full model itself
@@ -134,10 +177,14 @@ class _LightPath(Backend):
                 raise RuntimeError('roi light pass asked to propagate before a result to '
                                    'crop around was memorised')
             self._previous = self.full.propagate_roi(image, self._previous, budget=self.roi)
+            self.last_clipped = self.edge_check and cut_at_crop(
+                self._previous[0] < 0.5, self.full.last_roi[0])
             return self._previous
         return self.full.propagate_light(image, self.resolution or min(height, width))
 
     def warm_up(self, width, height, objects):
+        if self.roi:
+            return  # its query shapes follow the object; a coarse grid keeps them few
         # the light pass's smaller query is a shape of its own: its first calls are 2-4x slower
         self.full.warm_up(width, height, objects, self.resolution or min(width, height))
 
@@ -153,11 +200,11 @@ class AdaptiveBackend(Backend):
                  **full_options):
         """Compose ``full`` and ``cheap`` (Backend instances or backend names).
 
-        ``cheap``: ``light`` (the full model's light pass; needs a full backend with
-        ``propagate_light``), ``roi`` (its region-of-interest pass, ``propagate_roi``, with
-        ``DEFAULT_ROI_BUDGET``), ``flow`` or a Backend instance; ``auto``: where the full backend
-        has a light pass, ``light`` at targets >= ``FLOW_BELOW`` (50) and ``flow`` under it
-        (``set_target`` switches), else ``flow``. ``full_options`` (e.g. ``model_path``,
+        ``cheap``: ``roi`` (the full model's region-of-interest pass, ``propagate_roi``, with
+        ``DEFAULT_ROI_BUDGET``; needs a full backend with a light pass), ``light`` (its light
+        pass, ``propagate_light``), ``flow`` or a Backend instance; ``auto``: where the full
+        backend has a light pass, ``roi`` at targets >= ``FLOW_BELOW`` (50) and ``flow`` under
+        it (``set_target`` switches), else ``flow``. ``full_options`` (e.g. ``model_path``,
         ``device``) go to the full backend when it is created by name, ``cheap_options`` (a
         dict) to the cheap one. ``target_confidence``:
         0-100 (100 = full model every frame). ``max_cheap_frames``: cheap frames in a row
@@ -166,9 +213,10 @@ class AdaptiveBackend(Backend):
         the cheap path is not tried after rejections in a row (0 = try it on every frame).
         ``confidence_model``: a
         ConfidenceModel or the path of its JSON (None = the one shipped for the cheap path:
-        vos_ros/data/confidence_light.json or confidence.json). ``cheap_resolution``: shorter
-        side the cheap path works at (None = its default, 0 = the session's working size;
-        under ``auto``, the light pass's). An explicit ``max_cheap_frames`` or
+        vos_ros/data/confidence_roi.json, confidence_light.json or confidence.json).
+        ``cheap_resolution``: shorter side the cheap path works at (None = its default, 0 =
+        the session's working size; the ROI pass has none: it crops at the full model's
+        scale). An explicit ``max_cheap_frames`` or
         ``confidence_model`` applies to every cheap path.
         Raises ValueError for bad options, ModelError when the full model cannot be loaded.
         """
@@ -180,6 +228,8 @@ class AdaptiveBackend(Backend):
         if int(max_backoff) < 0:
             raise ValueError(f'max_backoff must be >= 0, got {max_backoff}')
         self.max_backoff = int(max_backoff)
+        #: Refuse a cheap result in which an object wins no pixel (see ``_cheap_step``).
+        self.reject_lost = True
         if isinstance(full, Backend):
             if full_options:
                 raise ValueError('full backend options are only accepted with a backend name, '
@@ -202,7 +252,7 @@ class AdaptiveBackend(Backend):
                              f'(memory); {getattr(self.full, "name", "this one")} has '
                              'none: use cheap flow')
         if cheap == 'auto':
-            kinds = ('light', 'flow') if has_light else ('flow',)
+            kinds = ('roi', 'flow') if has_light else ('flow',)
         elif cheap in ('light', 'roi', 'flow') or isinstance(cheap, Backend):
             kinds = (cheap,)
         else:
@@ -216,7 +266,7 @@ class AdaptiveBackend(Backend):
         #: and picks by target (``FLOW_BELOW``).
         self._paths = {}
         for kind in kinds:
-            # cheap_resolution is the first path's (the light pass's under auto)
+            # cheap_resolution is the first path's (the ROI pass's under auto, which has none)
             path = self._build_path(kind, cheap_resolution if not self._paths else None,
                                     cheap_options, max_cheap_frames, confidence_model)
             self._paths[path['backend'].name] = path
@@ -249,8 +299,7 @@ class AdaptiveBackend(Backend):
         if isinstance(confidence_model, ConfidenceModel):
             model = confidence_model
         else:
-            # the ROI pass reads the same memory as the light pass: its estimate, not refitted
-            model = ConfidenceModel.load(confidence_model, 'light' if isinstance(
+            model = ConfidenceModel.load(confidence_model, backend.name if isinstance(
                 backend, _LightPath) else 'flow')
         # The light pass takes the working-size frame and encodes its query smaller itself
         # (its result comes back at working size); a cheap backend gets a smaller frame.
@@ -261,7 +310,7 @@ class AdaptiveBackend(Backend):
     def _path_for(self, target):
         """The name of the cheap path a target runs (auto: flow under ``FLOW_BELOW``)."""
         if self._auto:
-            return 'light' if target >= FLOW_BELOW else 'flow'
+            return 'roi' if target >= FLOW_BELOW else 'flow'
         return next(iter(self._paths))
 
     def _use(self, name):
@@ -419,9 +468,21 @@ class AdaptiveBackend(Backend):
         self.last_features = rows
         confidence = (min(self.confidence_model.predict(row) for row in rows)
                       if rows else 100.0)
+        # Failures seen, not estimated, are refused at any target below 100:
+        failure = None
+        if getattr(self.cheap, 'last_clipped', False):
+            # the ROI pass's foreground runs into its crop: the part past it is missing
+            failure = 'clipped'
+        elif self.reject_lost and _lost(probs):
+            # an object without a pixel: only the full model searches the whole frame for it
+            # (a cheap path warps or crops around what it had, and the estimate sees no error
+            # in an empty mask)
+            failure = 'lost'
+        if failure is not None:
+            confidence = 0.0
         self.last_confidence = confidence
-        if confidence < self.target_confidence:
-            self.last_reason = 'confidence'
+        if failure is not None or confidence < self.target_confidence:
+            self.last_reason = failure or 'confidence'
             self._rejections += 1
             self._skip = min(1 << min(self._rejections - 1, 30), self.max_backoff)
             return None

@@ -168,17 +168,17 @@ class MemoryBackend(Backend):
         foreground of ``previous`` ((K + 1)×h×w probabilities at the image's size, e.g. the last
         result), widened on each side by ``margin`` times its longer side (at least
         ``min_margin`` px). It is encoded at the full path's scale, or scaled down so that it
-        holds at most ``budget`` of the full query's pixels (the cost of the key encoder and the
-        decoder grows with them). The query reads the memory the full frames built (the affinity
-        compares keys by appearance, not position, as ``propagate_light``); outside the crop
-        every object's logit is -30 (background). An empty foreground crops nothing (the whole
-        frame under the budget). Follows the search-region cropping of trackers (SiamMask) and
-        of the RoI refinement in MiVOS-style VOS; the small objects of DAVIS fill 10-30 % of a
-        frame, so most of the saving keeps the full detail.
-        ``image``: h×w×3 uint8 RGB at working size. Returns (K + 1)×h×w float32.
-        Measured (DAVIS-2016 train, bench/adaptive_tune.txt, adaptive target 70 with at most 6
-        cheap frames in a row): 89.1 J&F at 1.87x the full model's speed, against 90.9 for the
-        full model on every frame and 88.3 at 1.40x for the 160 px light pass (bench/README.md).
+        holds about ``budget`` of the full query's pixels at most (the cost of the key encoder
+        and the decoder grows with them); its query sides are rounded up to twice the size
+        multiple and the crop widened to match (a few shapes recur). The query reads the memory
+        the full frames built (the affinity compares keys by appearance, not position, as
+        ``propagate_light``); outside the crop every pixel is background. An empty foreground
+        crops nothing (the whole frame under the budget). Follows the search-region cropping of
+        trackers (SiamMask) and of the RoI refinement in MiVOS-style VOS; the objects of DAVIS
+        fill 5-30 % of a frame, so most of the saving keeps the full detail.
+        ``image``: h×w×3 uint8 RGB at working size. Returns (K + 1)×h×w float32; ``last_roi``
+        holds the crop (y0, y1, x0, x1) and the query's share of the full query's pixels.
+        Measured: bench/README.md "The ROI pass" (adaptive, DAVIS-2016 train sequences).
         Raises ValueError for a ``previous`` of another size or a ``budget`` outside (0, 1].
         """
         import torch
@@ -197,25 +197,28 @@ class MemoryBackend(Backend):
         if self._channels < 2:
             return np.ones((1, height, width), np.float32)
         y0, y1, x0, x1 = _roi_box(previous[0] < 0.5, margin, min_margin)
-        crop_h, crop_w = y1 - y0, x1 - x0
         full_w, full_h = self._net_size(width, height)
         scale = (full_w / width) * min(1.0, (float(budget) * width * height
-                                             / float(crop_h * crop_w)) ** 0.5)
-        multiple = self.multiple
-        net_w = max(multiple, int(round(crop_w * scale / multiple)) * multiple)
-        net_h = max(multiple, int(round(crop_h * scale / multiple)) * multiple)
+                                             / float((y1 - y0) * (x1 - x0))) ** 0.5)
+        # Query sides on a coarse grid, the crop widened to match: a moving box then reuses a
+        # few query shapes (a new shape costs oneDNN/TorchScript ~30 % more on its first call).
+        y0, y1, net_h = _roi_side(y0, y1, height, scale, self.multiple)
+        x0, x1, net_w = _roi_side(x0, x1, width, scale, self.multiple)
+        crop_h, crop_w = y1 - y0, x1 - x0
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
         if (net_w, net_h) != (crop_w, crop_h):
             crop = cv2.resize(crop, (net_w, net_h), interpolation=cv2.INTER_AREA
                               if net_w < crop_w else cv2.INTER_LINEAR)
         logits, _, _ = self._logits(crop, (crop_h, crop_w))
         with torch.inference_mode():
-            whole = torch.full((1, logits.shape[1], height, width), -30.0)
-            whole[:, :, y0:y1, x0:x1] = logits
-            probs = torch.softmax(aggregate(whole), dim=1)[0]
+            inside = torch.softmax(aggregate(logits), dim=1)[0].cpu().float().numpy()
+        # outside the crop: background (what a logit of -30 for every object gives there)
+        probs = np.zeros((inside.shape[0], height, width), np.float32)
+        probs[0] = 1.0
+        probs[:, y0:y1, x0:x1] = inside
         #: the last crop (y0, y1, x0, x1) and the query's share of the full query's pixels
         self.last_roi = ((y0, y1, x0, x1), net_w * net_h / float(full_w * full_h))
-        return np.ascontiguousarray(probs.numpy(), np.float32)
+        return probs
 
     def describe(self):
         return {'backend': self.name, 'model': self.model.path, 'device': self.model.device,
@@ -403,3 +406,20 @@ def _roi_box(foreground, margin, min_margin):
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     grow = max(int(min_margin), int(float(margin) * max(y1 - y0, x1 - x0)))
     return max(0, y0 - grow), min(height, y1 + grow), max(0, x0 - grow), min(width, x1 + grow)
+
+
+def _roi_side(low, high, limit, scale, multiple):
+    """One side of the ROI crop: ``(low, high, net)`` with the query side ``net`` px.
+
+    The query side is ``(high - low) * scale`` rounded up to twice ``multiple`` and the crop
+    widened about its centre to ``net / scale`` px, inside ``[0, limit)``; a crop that would
+    not fit becomes the whole side (the query side then rounded to ``multiple``, as
+    ``_net_size`` does).
+    """
+    grid = 2 * multiple
+    net = max(grid, int(np.ceil((high - low) * scale / grid)) * grid)
+    size = int(round(net / scale))
+    if size >= limit:
+        return 0, limit, max(multiple, int(round(limit * scale / multiple)) * multiple)
+    low = max(0, min(low - (size - (high - low)) // 2, limit - size))
+    return low, low + size, net
