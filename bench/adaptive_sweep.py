@@ -113,7 +113,7 @@ def _plot(path, rows, title):
         adaptive = [r for r in rows if r['target'] not in ('', '100')
                     and r['config'].split()[0] == cheap]
         adaptive.sort(key=lambda r: float(r['target']))
-        what = 'light pass' if cheap == 'light' else cheap
+        what = {'light': 'light pass', 'roi': 'ROI pass'}.get(cheap, cheap)
         axis.plot([float(r['fps']) for r in adaptive], [float(r['JF']) for r in adaptive],
                   'o-', label=f'adaptive: full model + {what}')
         for row in adaptive:

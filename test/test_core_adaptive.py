@@ -309,10 +309,14 @@ def test_target_100_with_the_memory_model_is_the_memory_backend(clip, tiny_memor
     assert flow.describe()['cheap'] == 'flow'
 
 
-def test_auto_runs_the_light_pass_down_to_50_and_flow_under(clip, tiny_memory_model):
+def test_auto_runs_the_roi_pass_down_to_50_and_flow_under(clip, tiny_memory_model):
     auto = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=85)
-    assert auto.describe()['cheap'] == 'light' and auto.max_cheap_frames == 2
+    assert auto.describe()['cheap'] == 'roi' and auto.max_cheap_frames == 8
+    assert auto.describe()['cheap_paths'] == 'roi/flow'
     assert auto.confidence_model.features == FLOWLESS_FEATURES
+    assert auto.confidence_model.info['cheap'] == 'roi'
+    # the untrained network's results may lose an object, which the cheap paths would refuse
+    auto.reject_lost = False
     session = Session(auto, SessionConfig(size_multiple=16))
     session.step(clip.frames[0], clip.masks[0])
     session.step(clip.frames[1])
@@ -326,7 +330,7 @@ def test_auto_runs_the_light_pass_down_to_50_and_flow_under(clip, tiny_memory_mo
     assert auto.cheap.name == 'flow' and auto.cheap.last_flow is not None
     # and back
     auto.set_target(60)
-    assert auto.describe()['cheap'] == 'light'
+    assert auto.describe()['cheap'] == 'roi'
     result = session.step(clip.frames[12])
     assert result.path in ('cheap', 'full') and result.labels.shape == clip.masks[0].shape
 
@@ -374,7 +378,7 @@ def test_light_cheap_path_needs_a_full_model_with_one():
 
 def test_light_pass_shape_is_warmed_up_with_the_full_one(clip, tiny_memory_model):
     adaptive = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=85,
-                              cheap_resolution=32)
+                              cheap='light', cheap_resolution=32)
     memory = adaptive.full
     session = Session(adaptive, SessionConfig(size_multiple=16))
     took = session.warm_up(clip.frames[0].shape[1], clip.frames[0].shape[0], objects=2)
@@ -456,7 +460,7 @@ def test_cut_at_crop_counts_only_sides_inside_the_frame():
 def test_roi_cheap_path_refuses_a_result_cut_by_its_crop(clip, tiny_memory_model):
     adaptive = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=1,
                               cheap='roi', confidence_model=constant_model(99))
-    assert adaptive.describe()['cheap'] == 'roi' and adaptive.max_cheap_frames == 6
+    assert adaptive.describe()['cheap'] == 'roi' and adaptive.max_cheap_frames == 8
     session = Session(adaptive, SessionConfig(size_multiple=16))
     session.step(clip.frames[0], clip.masks[0])
     # an untrained network: its results may run into the crop or lose an object, so the

@@ -26,10 +26,10 @@ Features (per object, computed at the cheap path's working size; ``FEATURES`` li
   and the frame of the last full run (the scene moved on from what the memory last saw; the one
   motion cue of a cheap path without optical flow).
 
-A cheap path without flow (the memory model's light pass) has no ``inconsistent`` or
+A cheap path without flow (the memory model's light and ROI passes) has no ``inconsistent`` or
 ``motion``; its model lists only the features it uses. Each cheap path has its own fitted model
-file, a small JSON (``vos_ros/data/confidence_light.json`` for the light pass,
-``vos_ros/data/confidence.json`` for flow): feature names, standardising means and scales,
+file, a small JSON (``vos_ros/data/confidence_roi.json`` for the ROI pass,
+``confidence_light.json`` for the light pass, ``confidence.json`` for flow): feature names, standardising means and scales,
 weights, bias, and a record of what it was fitted on.
 """
 
@@ -43,7 +43,7 @@ import numpy as np
 FEATURES = ('inconsistent', 'uncertain', 'area_change', 'step_change', 'frames',
             'cum_inconsistent', 'cum_uncertain', 'log_area', 'motion', 'full_uncertain',
             'change')
-#: The features a cheap path without optical flow has (the light pass).
+#: The features a cheap path without optical flow has (the light and ROI passes).
 FLOWLESS_FEATURES = ('uncertain', 'area_change', 'step_change', 'frames', 'cum_uncertain',
                      'log_area', 'full_uncertain', 'change')
 

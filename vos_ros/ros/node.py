@@ -118,8 +118,8 @@ PARAMETERS = {
         0.5, 'Opacity of object colours in the overlay.', False,
         {'floating_point_range': [FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)]}),
     'target_confidence': (
-        -1, 'Effort, 0-100: the cheap path (the light pass of the memory model; '
-        'flow for other models) runs while its estimated '
+        -1, 'Effort, 0-100: the cheap path (the memory model on a crop around the last result '
+        'at 50-99, flow under 50 and for other models) runs while its estimated '
         'confidence (a predicted IoU, %) stays >= this, the full model otherwise or after a '
         'few cheap frames; 100 = full model every frame. -1 = the backend default (adaptive: '
         f'{DEFAULT_TARGET}, chosen by measurement; memory, embedding: 100). Changeable at run '

@@ -420,8 +420,9 @@ def _parser():
                         help='working size: shorter side in pixels; omitted: the backend default, '
                              '0 = input size')
     parser.add_argument('--target-confidence', type=float, default=None, metavar='T',
-                        help='0-100: run the cheap path (the light pass of a memory model, flow '
-                             'for other models) while its estimated confidence '
+                        help='0-100: run the cheap path (a memory model on a crop around its '
+                             'last result at 50-99, flow under 50 and for other models) while '
+                             'its estimated confidence '
                              'stays >= T, the full model otherwise (100 = full model every '
                              "frame); omitted: the backend's own way (the adaptive "
                              "backend's default target)")

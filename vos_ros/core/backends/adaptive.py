@@ -174,7 +174,7 @@ class _LightPath(Backend):
         height, width = image.shape[:2]
         if self.roi:
             if self._previous is None or self._previous.shape[1:] != (height, width):
-                raise RuntimeError('roi light pass asked to propagate before a result to '
+                raise RuntimeError('ROI pass asked to propagate before a result to '
                                    'crop around was memorised')
             self._previous = self.full.propagate_roi(image, self._previous, budget=self.roi)
             self.last_clipped = self.edge_check and cut_at_crop(
@@ -397,7 +397,7 @@ class AdaptiveBackend(Backend):
         described = {'backend': self.name, 'target_confidence': self.target_confidence,
                      'max_cheap_frames': self.max_cheap_frames, 'max_backoff': self.max_backoff,
                      'cheap': getattr(self.cheap, 'name', type(self.cheap).__name__),
-                     # every path this backend may switch to (auto: light, flow)
+                     # every path this backend may switch to (auto: roi, flow)
                      'cheap_paths': '/'.join(self._paths),
                      'cheap_resolution': self.cheap_resolution,
                      'full': full.get('backend', getattr(self.full, 'name', '?'))}
