@@ -520,3 +520,18 @@ def test_a_cheap_result_that_lost_an_object_goes_to_the_full_model(clip):
     adaptive._end_backoff()
     result = session.step(clip.frames[2])
     assert result.path == 'cheap' and 2 not in np.unique(result.labels)
+
+
+def test_roi_path_takes_no_resolution_and_a_session_takes_a_target(tiny_memory_model):
+    with pytest.raises(ValueError, match='takes no cheap_resolution'):
+        create_backend('adaptive', model_path=tiny_memory_model, cheap='roi',
+                       cheap_resolution=100)
+    auto = create_backend('adaptive', model_path=tiny_memory_model, cheap_resolution=100)
+    # under auto the resolution is flow's; the ROI pass works on the working size
+    assert auto.describe()['cheap'] == 'roi' and auto.describe()['cheap_resolution'] == 0
+    assert auto._paths['flow']['resolution'] == 100
+    session = Session('memory', model_path=tiny_memory_model, target_confidence=70)
+    assert isinstance(session.backend, AdaptiveBackend)
+    assert session.backend.target_confidence == 70 and session.backend.full.name == 'memory'
+    assert not isinstance(Session('memory', model_path=tiny_memory_model).backend,
+                          AdaptiveBackend)

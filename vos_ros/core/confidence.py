@@ -26,11 +26,11 @@ Features (per object, computed at the cheap path's working size; ``FEATURES`` li
   and the frame of the last full run (the scene moved on from what the memory last saw; the one
   motion cue of a cheap path without optical flow).
 
-A cheap path without flow (the memory model's light and ROI passes) has no ``inconsistent`` or
-``motion``; its model lists only the features it uses. Each cheap path has its own fitted model
-file, a small JSON (``vos_ros/data/confidence_roi.json`` for the ROI pass,
-``confidence_light.json`` for the light pass, ``confidence.json`` for flow): feature names, standardising means and scales,
-weights, bias, and a record of what it was fitted on.
+A cheap path without flow (the memory model's light and ROI passes) has no ``inconsistent``
+or ``motion``; its model lists only the features it uses. Each cheap path has its own fitted
+model file, a small JSON (``vos_ros/data/confidence_roi.json`` for the ROI pass,
+``confidence_light.json`` for the light pass, ``confidence.json`` for flow): feature names,
+standardising means and scales, weights, bias, and a record of what it was fitted on.
 """
 
 import json

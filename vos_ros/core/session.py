@@ -12,7 +12,7 @@ import typing
 import cv2
 import numpy as np
 
-from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends.base import Backend
 from vos_ros.core.labels import labels_from_array
 
@@ -107,13 +107,18 @@ class Session:
     """Segment one stream of frames, given label masks on some of them."""
 
     def __init__(self, backend=None, config=None, **backend_options):
-        """Create a session with a Backend instance or a backend name (None = default)."""
+        """Create a session with a Backend instance or a backend name (None = default).
+
+        With a name, ``backend_options`` go to the backend; ``target_confidence`` (0-100) among
+        them runs it adaptively (``create_backend_with_target``: e.g. ``memory`` at 70).
+        """
         if isinstance(backend, Backend):
             if backend_options:
                 raise ValueError('backend options are only accepted with a backend name')
             self.backend = backend
         else:
-            self.backend = create_backend(backend, **backend_options)
+            target = backend_options.pop('target_confidence', None)
+            self.backend = create_backend_with_target(backend, target, **backend_options)
         self.config = config if config is not None else SessionConfig()
         self.reset()
 

@@ -330,7 +330,8 @@ def plot_results(path, results):
 
 
 def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, device=None,
-                     resolution=None, progress=True, video=False, target_confidence=None):
+                     resolution=None, progress=True, video=False, target_confidence=None,
+                     announce=None):
     """Run and score a DAVIS-layout dataset; return ``(results, mean_row_dict)``.
 
     ``backend`` is a name (None = the package default) or a Backend instance;
@@ -338,6 +339,8 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     ``sequences`` defaults to every sequence in ``root``. Writes masks and ``results.csv`` under
     ``out_dir`` as described in this module's docstring; raises VosError/ValueError on bad
     input (after writing ``results.partial.csv`` if some sequences had finished).
+    ``announce``: say on stderr which pipeline runs (backend, and for ``adaptive`` its full
+    model, target and cheap path; None = with the progress bar).
     """
     from tqdm import tqdm
 
@@ -353,11 +356,12 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
-    if progress:
+    if progress if announce is None else announce:
         # say which pipeline runs: with no --backend/--model that is the package default
         described = backend.describe() if hasattr(backend, 'describe') else {}
         details = ', '.join(f'{key} {described[key]}' for key in
-                            ('version', 'resolution', 'device') if described.get(key))
+                            ('full', 'target_confidence', 'cheap', 'version', 'resolution',
+                             'device') if described.get(key) not in (None, ''))
         print(f'vos_eval: backend {described.get("backend", getattr(backend, "name", "?"))}'
               + (f' ({details})' if details else ''), file=sys.stderr)
     out_dir = os.fspath(out_dir)
@@ -471,10 +475,10 @@ def main(argv=None):
     for result in results:
         for path, count in result.paths.items():
             paths[path] = paths.get(path, 0) + count
-    if paths.get('cheap'):
+    if paths.get('cheap') or args.target_confidence is not None:
         total = sum(paths.values())
         summary += (f'; full model on {100.0 * paths.get("full", 0) / total:.0f} %, cheap path '
-                    f'on {100.0 * paths["cheap"] / total:.0f} % of frames')
+                    f'on {100.0 * paths.get("cheap", 0) / total:.0f} % of frames')
     print(f'{summary}, {mean["frames"]} frames, {mean["fps"]} fps) -> '
           f'{os.path.join(args.out, RESULTS_NAME)}')
     return 0

@@ -215,8 +215,8 @@ class AdaptiveBackend(Backend):
         ConfidenceModel or the path of its JSON (None = the one shipped for the cheap path:
         vos_ros/data/confidence_roi.json, confidence_light.json or confidence.json).
         ``cheap_resolution``: shorter side the cheap path works at (None = its default, 0 =
-        the session's working size; the ROI pass has none: it crops at the full model's
-        scale). An explicit ``max_cheap_frames`` or
+        the session's working size; the ROI pass takes none: it crops at the full model's
+        scale, and under ``auto`` the value is flow's). An explicit ``max_cheap_frames`` or
         ``confidence_model`` applies to every cheap path.
         Raises ValueError for bad options, ModelError when the full model cannot be loaded.
         """
@@ -264,11 +264,18 @@ class AdaptiveBackend(Backend):
             raise ValueError('cheap_options are for a cheap backend, not the light pass')
         #: The cheap paths this backend may run, by name; ``auto`` with a light pass has both
         #: and picks by target (``FLOW_BELOW``).
+        if cheap == 'roi' and cheap_resolution is not None:
+            raise ValueError('cheap path roi takes no cheap_resolution: it crops at the full '
+                             "model's scale")
         self._paths = {}
+        given = cheap_resolution
         for kind in kinds:
-            # cheap_resolution is the first path's (the ROI pass's under auto, which has none)
-            path = self._build_path(kind, cheap_resolution if not self._paths else None,
-                                    cheap_options, max_cheap_frames, confidence_model)
+            # cheap_resolution is the first path's that has one (under auto: flow's)
+            resolution = None
+            if kind != 'roi':
+                resolution, given = given, None
+            path = self._build_path(kind, resolution, cheap_options, max_cheap_frames,
+                                    confidence_model)
             self._paths[path['backend'].name] = path
         self._auto = cheap == 'auto' and len(self._paths) > 1
         self._use(self._path_for(self.target_confidence))
@@ -284,10 +291,12 @@ class AdaptiveBackend(Backend):
         """One cheap path: its backend, resolutions, run length and confidence estimate."""
         from vos_ros.core.backends import create_backend
 
-        if kind in ('light', 'roi'):
+        if kind == 'roi':  # the working size, cropped
+            backend = _LightPath(self.full, 0, roi=DEFAULT_ROI_BUDGET)
+            resolution = 0
+        elif kind == 'light':
             backend = _LightPath(self.full, int(resolution if resolution is not None
-                                                else DEFAULT_LIGHT_RESOLUTION),
-                                 roi=DEFAULT_ROI_BUDGET if kind == 'roi' else 0.0)
+                                                else DEFAULT_LIGHT_RESOLUTION))
             resolution = backend.resolution
         else:
             backend = kind if isinstance(kind, Backend) else create_backend(
