@@ -187,20 +187,25 @@ def _interleaved(args, names):
             flush=True)
     rows = []
     for run in runs:
-        mean = mean_scores(run['results'])
-        frames = sum(r.frames for r in run['results'])
-        row = {'config': run['label'],
-               'target': '' if run['target'] is None else f'{run["target"]:g}',
-               'JF': f'{mean["JF"]:.3f}', 'J': f'{mean["J"]:.3f}', 'F': f'{mean["F"]:.3f}',
-               'fps': f'{frames / run["seconds"]:.2f}',
-               'wall_fps': f'{frames / (run["seconds"] + run["startup"]):.2f}',
-               'startup_s': f'{run["startup"]:.2f}', 'frames': frames, 'cpu_ms': '',
-               'full_pct': f'{100.0 * run["paths"].get("full", 0) / frames:.1f}',
-               'cheap_pct': f'{100.0 * run["paths"].get("cheap", 0) / frames:.1f}'}
-        if run['target'] is None:
-            row['full_pct'], row['cheap_pct'] = '0.0', row['full_pct']
-        rows.append(row)
+        mean = {key: f'{value:.3f}' for key, value in mean_scores(run['results']).items()}
+        rows.append(_row(run['label'], run['target'], mean,
+                         sum(r.frames for r in run['results']), run['seconds'],
+                         run['startup'], run['paths'], ''))
     return rows
+
+
+def _row(label, target, mean, frames, seconds, startup, paths, cpu_ms):
+    """One CSV row: ``mean`` holds the 'JF', 'J', 'F' strings, ``paths`` frames per path."""
+    row = {'config': label, 'target': '' if target is None else f'{target:g}',
+           'JF': mean['JF'], 'J': mean['J'], 'F': mean['F'],
+           'fps': f'{frames / seconds:.2f}',
+           'wall_fps': f'{frames / (seconds + startup):.2f}',
+           'startup_s': f'{startup:.2f}', 'frames': frames, 'cpu_ms': cpu_ms,
+           'full_pct': f'{100.0 * paths.get("full", 0) / frames:.1f}',
+           'cheap_pct': f'{100.0 * paths.get("cheap", 0) / frames:.1f}'}
+    if target is None:  # flow alone: the cheap path on every frame but the given ones
+        row['full_pct'], row['cheap_pct'] = '0.0', row['full_pct']
+    return row
 
 
 def main(argv=None):
@@ -222,21 +227,12 @@ def main(argv=None):
                                          progress=False)
         cpu = time.process_time() - cpu
         frames = sum(r.frames for r in results)
-        seconds = sum(r.seconds for r in results)
         paths = {}
         for result in results:
             for path, count in result.paths.items():
                 paths[path] = paths.get(path, 0) + count
-        row = {'config': label, 'target': '' if target is None else f'{target:g}',
-               'JF': mean['JF'], 'J': mean['J'], 'F': mean['F'],
-               'fps': f'{frames / seconds:.2f}',
-               'wall_fps': f'{frames / (seconds + startup):.2f}',
-               'startup_s': f'{startup:.2f}', 'frames': frames,
-               'cpu_ms': f'{1000.0 * cpu / frames:.1f}',
-               'full_pct': f'{100.0 * paths.get("full", 0) / frames:.1f}',
-               'cheap_pct': f'{100.0 * paths.get("cheap", 0) / frames:.1f}'}
-        if target is None:  # flow alone: the cheap path on every frame but the given ones
-            row['full_pct'], row['cheap_pct'] = '0.0', row['full_pct']
+        row = _row(label, target, mean, frames, sum(r.seconds for r in results), startup,
+                   paths, f'{1000.0 * cpu / frames:.1f}')
         rows.append(row)
         print(f'{label:22s} J&F {float(row["JF"]):5.1f}  FPS {row["fps"]:>6s}  '
               f'CPU ms {row["cpu_ms"]:>6s}  '

@@ -54,6 +54,11 @@ from vos_ros.core.session import resize_probs
 from vos_ros.core.session import Session
 
 
+#: Cheap paths that read the full model's own memory (sampled by ``_sample_light``; no flow
+#: features).
+MEMORY_PASSES = ('light', 'roi')
+
+
 class _Replay(Backend):
     """A 'full model' that hands back precomputed results (never asked: target is 0)."""
 
@@ -189,9 +194,9 @@ def _labels(probs, ids, width, height):
 
 def _samples(dataset, names, args, what):
     model_tag = 'gt' if args.seed == 'gt' else os.path.basename(args.model or 'shipped')
-    if args.cheap in ('light', 'roi'):
+    if args.cheap in MEMORY_PASSES:
         model_tag = f'{args.cheap}-p{args.phases.replace(",", "_")}-' + model_tag
-    if args.seed == 'full' or args.cheap in ('light', 'roi'):
+    if args.seed == 'full' or args.cheap in MEMORY_PASSES:
         path = args.model or os.path.join(os.path.dirname(__file__), '..', 'vos_ros', 'data',
                                           'memory.pt')
         model_tag += f'-{int(os.path.getmtime(path))}'
@@ -200,11 +205,11 @@ def _samples(dataset, names, args, what):
         cache = os.path.join(args.cache, f'{name}-{model_tag}-s{args.stride}-h{args.horizon}'
                              '.npz')
         tic = time.perf_counter()
-        names_used = FLOWLESS_FEATURES if args.cheap in ('light', 'roi') else FEATURES
+        names_used = FLOWLESS_FEATURES if args.cheap in MEMORY_PASSES else FEATURES
         if os.path.isfile(cache):
             data = np.load(cache)
             x, y = data['features'], data['ious']
-        elif args.cheap in ('light', 'roi'):
+        elif args.cheap in MEMORY_PASSES:
             x, y = _sample_light(dataset.sequence(name), args)
         else:
             x, y, _, _ = _sample_sequence(dataset.sequence(name), args)
@@ -289,14 +294,14 @@ def main(argv=None):
     if args.out is None:
         from vos_ros.core.confidence import DEFAULT_MODEL_PATHS
         args.out = DEFAULT_MODEL_PATHS[args.cheap]
-    names_used = FLOWLESS_FEATURES if args.cheap in ('light', 'roi') else FEATURES
+    names_used = FLOWLESS_FEATURES if args.cheap in MEMORY_PASSES else FEATURES
     x, y, groups = _samples(dataset, names, args, 'fit')
     model = fit_logistic(x, y, l2=args.l2, names=names_used)
     fit_stats, fit_table = _summary(model, x, y)
     curves = [(f'fitting sequences ({len(names)})', fit_table, 'o-')]
     info = {'fitted_on': sorted(names), 'dataset': os.path.basename(os.path.abspath(args.root)),
             'cheap': args.cheap,
-            'phases': args.phases if args.cheap in ('light', 'roi') else None,
+            'phases': args.phases if args.cheap in MEMORY_PASSES else None,
             'seed': args.seed, 'full_model': args.model or 'vos_ros/data/memory.pt',
             'stride': args.stride, 'horizon': args.horizon, 'l2': args.l2,
             'fit': fit_stats, 'script': 'bench/fit_confidence.py'}

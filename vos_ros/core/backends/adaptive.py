@@ -262,11 +262,11 @@ class AdaptiveBackend(Backend):
             raise ValueError(f'cheap_resolution must be >= 0, got {cheap_resolution}')
         if cheap in ('light', 'roi') and cheap_options:
             raise ValueError('cheap_options are for a cheap backend, not the light pass')
-        #: The cheap paths this backend may run, by name; ``auto`` with a light pass has both
-        #: and picks by target (``FLOW_BELOW``).
         if cheap == 'roi' and cheap_resolution is not None:
             raise ValueError('cheap path roi takes no cheap_resolution: it crops at the full '
                              "model's scale")
+        #: The cheap paths this backend may run, by name; ``auto`` with a light pass has both
+        #: and picks by target (``FLOW_BELOW``).
         self._paths = {}
         given = cheap_resolution
         for kind in kinds:
