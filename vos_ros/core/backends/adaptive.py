@@ -143,23 +143,41 @@ def cut_at_crop(foreground, box, share=0.02):
 
 
 class _LightPath(Backend):
-    """The full model's light pass as a cheap backend: its state is the full model's memory.
-
-    ``roi`` > 0: the region-of-interest pass instead (``propagate_roi`` with that pixel budget),
-    cropped around the previous result (the last full one after a refresh).
-    """
+    """The full model's light pass as a cheap backend: its state is the full model's memory."""
 
     name = 'light'
 
-    def __init__(self, full, resolution, roi=0.0):
+    def __init__(self, full, resolution):
         self.full = full
         self.resolution = int(resolution)
+
+    def reset(self):
+        pass  # the adaptive backend resets the full model itself
+
+    def memorize(self, image, probs):
+        pass  # the full model memorised the frame when it ran on it
+
+    def propagate(self, image):
+        height, width = image.shape[:2]
+        return self.full.propagate_light(image, self.resolution or min(height, width))
+
+    def warm_up(self, width, height, objects):
+        # the light pass's smaller query is a shape of its own: its first calls are 2-4x slower
+        self.full.warm_up(width, height, objects, self.resolution or min(width, height))
+
+
+class _RoiPath(_LightPath):
+    """The full model's region-of-interest pass (``propagate_roi`` with pixel budget ``roi``),
+    cropped around the previous result (the last full one after a refresh)."""
+
+    name = 'roi'
+
+    def __init__(self, full, roi):
+        super().__init__(full, 0)  # the working size, cropped
         self.roi = float(roi)
-        if self.roi:
-            self.name = 'roi'
         self._previous = None
-        #: ROI pass: reject results whose foreground reaches a side of the crop inside the
-        #: frame (the object went on past it); ``last_clipped`` says so of the last result.
+        #: Reject results whose foreground reaches a side of the crop inside the frame (the
+        #: object went on past it); ``last_clipped`` says so of the last result.
         self.edge_check = True
         self.last_clipped = False
 
@@ -167,26 +185,21 @@ class _LightPath(Backend):
         self._previous = None  # the adaptive backend resets the full model itself
 
     def memorize(self, image, probs):
-        # the full model memorised the frame when it ran on it; the ROI pass crops around it
-        self._previous = np.asarray(probs, np.float32) if self.roi else None
+        # the full model memorised the frame when it ran on it; this pass crops around it
+        self._previous = np.asarray(probs, np.float32)
 
     def propagate(self, image):
         height, width = image.shape[:2]
-        if self.roi:
-            if self._previous is None or self._previous.shape[1:] != (height, width):
-                raise RuntimeError('ROI pass asked to propagate before a result to '
-                                   'crop around was memorised')
-            self._previous = self.full.propagate_roi(image, self._previous, budget=self.roi)
-            self.last_clipped = self.edge_check and cut_at_crop(
-                self._previous[0] < 0.5, self.full.last_roi[0])
-            return self._previous
-        return self.full.propagate_light(image, self.resolution or min(height, width))
+        if self._previous is None or self._previous.shape[1:] != (height, width):
+            raise RuntimeError('ROI pass asked to propagate before a result to '
+                               'crop around was memorised')
+        self._previous = self.full.propagate_roi(image, self._previous, budget=self.roi)
+        self.last_clipped = self.edge_check and cut_at_crop(
+            self._previous[0] < 0.5, self.full.last_roi[0])
+        return self._previous
 
     def warm_up(self, width, height, objects):
-        if self.roi:
-            return  # its query shapes follow the object; a coarse grid keeps them few
-        # the light pass's smaller query is a shape of its own: its first calls are 2-4x slower
-        self.full.warm_up(width, height, objects, self.resolution or min(width, height))
+        pass  # its query shapes follow the object; a coarse grid keeps them few
 
 
 class AdaptiveBackend(Backend):
@@ -291,8 +304,8 @@ class AdaptiveBackend(Backend):
         """One cheap path: its backend, resolutions, run length and confidence estimate."""
         from vos_ros.core.backends import create_backend
 
-        if kind == 'roi':  # the working size, cropped
-            backend = _LightPath(self.full, 0, roi=DEFAULT_ROI_BUDGET)
+        if kind == 'roi':
+            backend = _RoiPath(self.full, DEFAULT_ROI_BUDGET)
             resolution = 0
         elif kind == 'light':
             backend = _LightPath(self.full, int(resolution if resolution is not None
