@@ -42,6 +42,7 @@ import numpy as np
 
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends.adaptive import AdaptiveBackend
+from vos_ros.core.backends.adaptive import DEFAULT_ROI_BUDGET
 from vos_ros.core.backends.base import Backend
 from vos_ros.core.confidence import ConfidenceModel
 from vos_ros.core.confidence import FEATURES
@@ -196,6 +197,8 @@ def _samples(dataset, names, args, what):
     model_tag = 'gt' if args.seed == 'gt' else os.path.basename(args.model or 'shipped')
     if args.cheap in MEMORY_PASSES:
         model_tag = f'{args.cheap}-p{args.phases.replace(",", "_")}-' + model_tag
+    if args.cheap == 'roi':  # the crop's pixel budget changes what the ROI pass gives
+        model_tag += f'-b{DEFAULT_ROI_BUDGET:g}'
     if args.seed == 'full' or args.cheap in MEMORY_PASSES:
         path = args.model or os.path.join(os.path.dirname(__file__), '..', 'vos_ros', 'data',
                                           'memory.pt')

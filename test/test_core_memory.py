@@ -76,9 +76,11 @@ def test_export_metadata_and_loader(tiny_memory_model):
     assert meta['resolution'] == 64 and meta['training']['iteration'] == 3
     loaded = model_io.load_model(tiny_memory_model, device='cpu')
     assert loaded.kind == 'memory'
-    # the backend is chosen by the model's kind when only a model path is given
+    # the pipeline is chosen by the model's kind when only a model path is given: a memory
+    # model runs adaptively, as the shipped one does, with that file as the full model
     backend = create_backend(None, model_path=tiny_memory_model, device='cpu')
-    assert isinstance(backend, MemoryBackend)
+    assert backend.name == 'adaptive' and isinstance(backend.full, MemoryBackend)
+    assert backend.full.model.path == tiny_memory_model
     with pytest.raises(ModelError, match='embedding'):
         create_backend('embedding', model_path=tiny_memory_model, device='cpu')
 
@@ -250,7 +252,7 @@ def test_default_pipeline_redetects_after_full_occlusion(occluded_crossing):
 
     frames, masks, hidden = occluded_crossing
     backend = create_backend(None, device='cpu')
-    assert backend.name == 'memory'
+    assert backend.name == 'adaptive' and backend.full.name == 'memory'
     ious = occluded_crossing_ious(backend, frames, masks)
     # found again from the first-frame memory once it reappears, and followed before it
     assert np.mean(ious[hidden[-1] + 3:]) > 0.8, ious

@@ -158,17 +158,23 @@ def test_default_pipeline_uses_the_shipped_model():
     """The default backend loads the packaged model: it must be installed, valid and small."""
     import os
 
+    from vos_ros.core.backends import ADAPTIVE_KINDS
     from vos_ros.core.backends import create_backend
     from vos_ros.core.backends import DEFAULT_BACKEND
+    from vos_ros.core.backends import default_backend_name
 
-    assert DEFAULT_BACKEND in model_io.KNOWN_KINDS
-    path = model_io.default_model_path(DEFAULT_BACKEND)
+    backend = create_backend(None, device='cpu')
+    assert backend.name == DEFAULT_BACKEND == 'adaptive'
+    kind = backend.full.name  # the default pipeline's full model
+    assert kind in ADAPTIVE_KINDS and kind in model_io.KNOWN_KINDS
+    path = model_io.default_model_path(kind)
     assert os.path.isfile(path), f'{path} is missing (setup.py package_data)'
     assert os.path.getsize(path) <= 30e6
     meta = model_io.read_metadata(path)
-    assert meta['kind'] == DEFAULT_BACKEND and meta['input_multiple'] >= meta['stride']
-    backend = create_backend(None, device='cpu')
-    assert backend.name == DEFAULT_BACKEND
+    assert meta['kind'] == kind and meta['input_multiple'] >= meta['stride']
     assert os.path.samefile(backend.describe()['model'], path)
+    # its model file alone chooses the same pipeline; the embedding model runs alone
+    assert default_backend_name(path) == DEFAULT_BACKEND
+    assert default_backend_name(model_io.default_model_path('embedding')) == 'embedding'
     # the previous default still ships and loads by name
     assert os.path.isfile(model_io.default_model_path('embedding'))

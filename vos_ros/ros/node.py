@@ -41,6 +41,7 @@ from vos_ros.core.backends.adaptive import AdaptiveBackend
 from vos_ros.core.backends.adaptive import DEFAULT_TARGET
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends import DEFAULT_BACKEND
+from vos_ros.core.backends import default_backend_name
 from vos_ros.core.device import resolve_device
 from vos_ros.core.device import validate_device_string
 from vos_ros.core.errors import DataError
@@ -49,7 +50,6 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
-from vos_ros.core.model_io import read_metadata
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.ros.conversions import ConversionError
@@ -357,9 +357,9 @@ class VosNode(Node):
         if backend in ('', 'default'):
             backend = DEFAULT_BACKEND
             if settings['model_path'] and os.path.isfile(settings['model_path']):
-                # a model file alone chooses the backend that runs its kind
+                # a model file alone chooses the pipeline that runs its kind
                 try:
-                    backend = read_metadata(settings['model_path'])['kind']
+                    backend = default_backend_name(settings['model_path'])
                 except VosError:
                     pass  # the backend's own loader reports the bad file at start-up
         if backend not in available_backends():

@@ -3,10 +3,31 @@
 from vos_ros.core.backends.base import Backend
 
 #: Backend used when the caller names none (the package's default pipeline): the shipped
-#: space-time memory model (STM/MiVOS family on ImageNet MobileNetV2). On the DAVIS-2016
-#: sequences it never saw it matched or beat the embedding+flow pipeline at a similar speed
-#: (README "Memory model"). ``flow`` needs no torch and is faster.
-DEFAULT_BACKEND = 'memory'
+#: space-time memory model (STM/MiVOS family on ImageNet MobileNetV2) run adaptively at its
+#: default target (``adaptive.DEFAULT_TARGET``): the full model on a frame in six, the same
+#: model on a crop around the last result on the others. On the DAVIS-2016 train hold-out
+#: (bench/memory_holdout.txt) it scored 80.5 J&F against 79.3 for the memory model on every
+#: frame, at 1.6x its speed (whole vos_eval runs; README "Adaptive compute"). ``memory`` is
+#: the full model on every frame, ``flow`` needs no torch and is faster still.
+DEFAULT_BACKEND = 'adaptive'
+#: Model kinds the default pipeline runs adaptively (they have a region-of-interest pass);
+#: a model file of another kind runs alone.
+ADAPTIVE_KINDS = ('memory',)
+
+
+def default_backend_name(model_path=None):
+    """The backend the default pipeline runs, for a model file (None: the shipped model).
+
+    A memory model runs in ``DEFAULT_BACKEND`` (adaptive, with that model as the full one); a
+    model of another kind (embedding) runs alone in the backend of its kind, as it always
+    has. Raises ModelError for an unreadable model file.
+    """
+    if not model_path:
+        return DEFAULT_BACKEND
+    from vos_ros.core.model_io import read_metadata
+
+    kind = read_metadata(model_path)['kind']
+    return DEFAULT_BACKEND if kind in ADAPTIVE_KINDS else kind
 
 
 def available_backends():
@@ -42,18 +63,12 @@ def _factories():
 def create_backend(name=None, **options):
     """Create a backend by name (``None`` or ``'default'`` = the default pipeline).
 
-    With no name but a ``model_path``, the backend is the one that runs that model's kind
-    (its ``vos.json``), so a user's model file is enough to choose the pipeline.
+    With no name but a ``model_path``, the model's kind (its ``vos.json``) chooses the pipeline
+    (``default_backend_name``): a memory model runs adaptively as the shipped one does, an
+    embedding model alone, so a user's model file is enough.
     """
     if name in (None, '', 'default'):
-        name = DEFAULT_BACKEND
-        if options.get('model_path'):
-            from vos_ros.core.model_io import read_metadata
-            kind = read_metadata(options['model_path'])['kind']
-            if name == 'adaptive':
-                options.setdefault('full', kind)
-            else:
-                name = kind
+        name = default_backend_name(options.get('model_path'))
     factories = _factories()
     if name not in factories:
         raise ValueError(
@@ -71,7 +86,8 @@ def create_backend_with_target(name=None, target_confidence=None, **options):
     """
     if target_confidence is None:
         return create_backend(name, **options)
-    resolved = DEFAULT_BACKEND if name in (None, '', 'default') else name
+    resolved = (default_backend_name(options.get('model_path')) if name in (None, '', 'default')
+                else name)
     if resolved == 'adaptive':
         return create_backend(name, target_confidence=target_confidence, **options)
     if resolved == 'flow':
@@ -84,5 +100,5 @@ def create_backend_with_target(name=None, target_confidence=None, **options):
     return AdaptiveBackend(full=create_backend(name, **options), target_confidence=target)
 
 
-__all__ = ['Backend', 'DEFAULT_BACKEND', 'available_backends', 'create_backend',
-           'create_backend_with_target']
+__all__ = ['ADAPTIVE_KINDS', 'Backend', 'DEFAULT_BACKEND', 'available_backends',
+           'create_backend', 'create_backend_with_target', 'default_backend_name']

@@ -161,15 +161,16 @@ class MemoryBackend(Backend):
         probs, _, _ = self._read_out(self._net_image(image, resolution), (height, width))
         return np.ascontiguousarray(probs, np.float32)
 
-    def propagate_roi(self, image, previous, budget=0.25, margin=0.15, min_margin=16):
+    def propagate_roi(self, image, previous, budget=1.0, margin=0.15, min_margin=16):
         """Segment ``image`` from a query cropped around ``previous``; the memory is unchanged.
 
         The region-of-interest light pass (issue 15): the crop is the bounding box of the
         foreground of ``previous`` ((K + 1)×h×w probabilities at the image's size, e.g. the last
         result), widened on each side by ``margin`` times its longer side (at least
-        ``min_margin`` px). It is encoded at the full path's scale, or scaled down so that it
-        holds about ``budget`` of the full query's pixels at most (the cost of the key encoder
-        and the decoder grows with them); its query sides are rounded up to twice the size
+        ``min_margin`` px). It is encoded at the full path's scale (``budget`` 1.0, the
+        default), or scaled down so that it holds about ``budget`` of the full query's pixels
+        at most (the cost of the key encoder and the decoder grows with them; scaled-down crops
+        lost about 3 IoU points per frame on large objects); its query sides are rounded up to twice the size
         multiple and the crop widened to match (a few shapes recur). The query reads the memory
         the full frames built (the affinity compares keys by appearance, not position, as
         ``propagate_light``); outside the crop every pixel is background. An empty foreground
@@ -178,7 +179,8 @@ class MemoryBackend(Backend):
         fill 5-30 % of a frame, so most of the saving keeps the full detail.
         ``image``: h×w×3 uint8 RGB at working size. Returns (K + 1)×h×w float32; ``last_roi``
         holds the crop (y0, y1, x0, x1) and the query's share of the full query's pixels.
-        Measured: bench/README.md "The ROI pass" (adaptive, DAVIS-2016 train sequences).
+        Measured: bench/README.md "The ROI pass at full scale" (adaptive, DAVIS-2016 train
+        sequences).
         Raises ValueError for a ``previous`` of another size or a ``budget`` outside (0, 1].
         """
         import torch
