@@ -169,9 +169,10 @@ class MemoryBackend(Backend):
         result), widened on each side by ``margin`` times its longer side (at least
         ``min_margin`` px). It is encoded at the full path's scale (``budget`` 1.0, the
         default), or scaled down so that it holds about ``budget`` of the full query's pixels
-        at most (the cost of the key encoder and the decoder grows with them; scaled-down crops
-        lost about 3 IoU points per frame on large objects); its query sides are rounded up to twice the size
-        multiple and the crop widened to match (a few shapes recur). The query reads the memory
+        at most (the cost of the key encoder and the decoder grows with them; scaled-down
+        crops lost about 3 IoU points per frame on large objects); its query sides are rounded
+        up to twice the size multiple and the crop widened to match (a few shapes recur). The
+        query reads the memory
         the full frames built (the affinity compares keys by appearance, not position, as
         ``propagate_light``); outside the crop every pixel is background. An empty foreground
         crops nothing (the whole frame under the budget). Follows the search-region cropping of
