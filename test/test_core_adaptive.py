@@ -309,6 +309,29 @@ def test_target_100_with_the_memory_model_is_the_memory_backend(clip, tiny_memor
     assert flow.describe()['cheap'] == 'flow'
 
 
+def test_default_adaptive_crops_at_full_scale_at_target_50(clip, tiny_memory_model):
+    # the default pipeline (bench/README.md "The ROI pass at full scale"): target 50, crops
+    # at the full model's scale however large the object
+    backend = create_backend(None, model_path=tiny_memory_model)
+    assert backend.name == 'adaptive' and backend.target_confidence == 50
+    assert backend.describe()['cheap'] == 'roi'
+    session = Session(backend, SessionConfig(size_multiple=16))
+    session.step(clip.frames[0], clip.masks[0])
+    # a large object: the whole frame but a corner, far more than the old quarter budget
+    height, width = session._last_image.shape[:2]
+    large = np.zeros((3, height, width), np.float32)
+    large[1, 4:height - 4, 4:width - 4] = 1.0
+    large[0] = 1.0 - large[1]
+    backend._remember_full(session._last_image, large)  # as if the full model had found it
+    backend.full.last_roi = None
+    session.step(clip.frames[1])
+    # the ROI pass ran on the frame (whatever the estimate then said of its result)
+    assert backend.last_features is not None and backend.full.last_roi is not None
+    (y0, y1, x0, x1), share = backend.full.last_roi
+    assert share == pytest.approx((y1 - y0) * (x1 - x0) / float(height * width))
+    assert share > 0.5
+
+
 def test_auto_runs_the_roi_pass_down_to_50_and_flow_under(clip, tiny_memory_model):
     auto = create_backend('adaptive', model_path=tiny_memory_model, target_confidence=85)
     assert auto.describe()['cheap'] == 'roi' and auto.max_cheap_frames == 8
@@ -433,6 +456,9 @@ def test_roi_pass_reads_the_memory_crops_and_leaves_the_memory_alone(clip, tiny_
     # the budget caps the query's pixels (a whole-frame crop at a quarter of them)
     backend.propagate_roi(image, empty, budget=0.25)
     assert backend.last_roi[1] <= 0.25 + 1e-6
+    # by default nothing is scaled down: a whole-frame crop holds all of the full query's pixels
+    np.testing.assert_allclose(backend.propagate_roi(image, empty), whole, atol=1e-6)
+    assert backend.last_roi[1] == pytest.approx(1.0)
     with pytest.raises(ValueError, match='budget'):
         backend.propagate_roi(image, empty, budget=0.0)
     with pytest.raises(ValueError, match='do not match'):
