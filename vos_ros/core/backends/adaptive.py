@@ -67,9 +67,9 @@ LOGGER = logging.getLogger(__name__)
 #: Default ``target_confidence`` of backend ``adaptive``, chosen by measurement on
 #: bench/adaptive_tune.txt (10 DAVIS-2016 train sequences outside the hold-out; bench/README.md
 #: "The ROI pass at full scale"): with the ROI pass at full scale (at most 8 in a row) target
-#: 50 lost 0.1 J&F against the full model on every frame at 1.65x its speed (15 % full
-#: frames); 70 lost 1.4 (at most 16): the estimate rejected good frames on mallard-fly and the
-#: full model's memory then followed other frames. Its two guards (``clipped``, ``lost``)
+#: 50 lost 0.1 J&F against the full model on every frame at 1.55-1.65x its speed (15 % full
+#: frames); 70 lost 1.4: the estimate rejected good frames on mallard-fly and the full model's
+#: memory then followed other frames. Its two guards (``clipped``, ``lost``)
 #: refuse the failures it cannot see at any target.
 DEFAULT_TARGET = 50
 #: Default ``max_cheap_frames`` by cheap path: the longest run of cheap frames before a forced

@@ -172,12 +172,12 @@ class MemoryBackend(Backend):
         at most (the cost of the key encoder and the decoder grows with them; scaled-down
         crops lost about 3 IoU points per frame on large objects); its query sides are rounded
         up to twice the size multiple and the crop widened to match (a few shapes recur). The
-        query reads the memory
-        the full frames built (the affinity compares keys by appearance, not position, as
-        ``propagate_light``); outside the crop every pixel is background. An empty foreground
-        crops nothing (the whole frame under the budget). Follows the search-region cropping of
-        trackers (SiamMask) and of the RoI refinement in MiVOS-style VOS; the objects of DAVIS
-        fill 5-30 % of a frame, so most of the saving keeps the full detail.
+        query reads the memory the full frames built (the affinity compares keys by
+        appearance, not position, as ``propagate_light``); outside the crop every pixel is
+        background. An empty foreground crops nothing (the whole frame under the budget).
+        Follows the search-region cropping of trackers (SiamMask) and of the RoI refinement in
+        MiVOS-style VOS; the objects of DAVIS fill 5-30 % of a frame, so most of the saving
+        keeps the full detail.
         ``image``: h×w×3 uint8 RGB at working size. Returns (K + 1)×h×w float32; ``last_roi``
         holds the crop (y0, y1, x0, x1) and the query's share of the full query's pixels.
         Measured: bench/README.md "The ROI pass at full scale" (adaptive, DAVIS-2016 train
