@@ -54,6 +54,12 @@ def test_target_100_equals_the_full_backend_and_lower_targets_use_the_cheap_path
                               target_confidence=0, progress=False, announce=True)
     assert ('backend adaptive (full embedding, target_confidence 0.0, cheap flow'
             in capsys.readouterr().err)
+    # at 100 no cheap path runs, so none is named
+    evaluate.evaluate_dataset(dataset, tmp_path / 'said100', backend='embedding',
+                              target_confidence=100, progress=False, announce=True)
+    said = capsys.readouterr().err
+    assert 'backend adaptive (full embedding, target_confidence 100.0' in said
+    assert 'cheap' not in said
     assert len(_masks(tmp_path / 'zero' / 'aa')) == 12
 
 

@@ -359,6 +359,8 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     if progress if announce is None else announce:
         # say which pipeline runs: with no --backend/--model that is the package default
         described = backend.describe() if hasattr(backend, 'describe') else {}
+        if described.get('target_confidence') == 100.0:
+            described.pop('cheap', None)  # the full model on every frame: no cheap path runs
         details = ', '.join(f'{key} {described[key]}' for key in
                             ('full', 'target_confidence', 'cheap', 'version', 'resolution',
                              'device') if described.get(key) not in (None, ''))
