@@ -18,7 +18,7 @@ light pass at 160 px lost 2.9 J&F against the full model on every frame, flow 8.
 errors on fast non-rigid motion accumulate, the light pass reads the same memory every frame.
 The ROI pass keeps the full model's scale on the object (DAVIS objects fill 5-30 % of a
 frame): at target 50 (the default) it lost 0.1 J&F on bench/adaptive_tune.txt and gained 1.2
-on the hold-out (bench/memory_holdout.txt), with the full model on one frame in six, at 1.6x
+on the hold-out (bench/memory_holdout.txt), with the full model on one frame in six, at ~1.5x
 the full model's speed (bench/README.md "The ROI pass at full scale").
 
 Two failures are seen rather than estimated, and refused at any target under 100: an ROI
