@@ -69,13 +69,14 @@ LOGGER = logging.getLogger(__name__)
 #: "The ROI pass at full scale"): with the ROI pass at full scale (at most 8 in a row) target
 #: 50 lost 0.1 J&F against the full model on every frame at 1.55-1.65x its speed (15 % full
 #: frames); 70 lost 1.4: the estimate rejected good frames on mallard-fly and the full model's
-#: memory then followed other frames. Its two guards (``clipped``, ``lost``)
-#: refuse the failures it cannot see at any target.
+#: memory then followed other frames. Its two guards (``clipped``, ``lost``) refuse the
+#: failures it cannot see at any target.
 DEFAULT_TARGET = 50
 #: Default ``max_cheap_frames`` by cheap path: the longest run of cheap frames before a forced
 #: full run. Light pass: measured on 10 DAVIS-2016 train sequences (bench/README.md), at most
-#: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); ROI pass at 70: at
-#: most 6 / 8 / 12 lost 0.9 / 1.0 / 1.3; flow: 8.
+#: 2 in a row lost 2.8 J&F at target 70 against 4.4 for at most 4 (at 80); ROI pass at full
+#: scale, target 50 (bench/adaptive_tune.txt, one interleaved run): at most 8 / 12 / 16 / 24
+#: lost 0.1 / 0.3 / 0.4 / 0.6 at 1.64x / 1.72x / 1.73x / 1.79x the full model's speed; flow: 8.
 DEFAULT_MAX_CHEAP = {'light': 2, 'roi': 8, 'flow': 8}
 #: Default ``max_backoff``: at most this many frames skip the cheap path after rejections.
 DEFAULT_MAX_BACKOFF = 8
