@@ -86,10 +86,11 @@ def create_backend_with_target(name=None, target_confidence=None, **options):
     """
     if target_confidence is None:
         return create_backend(name, **options)
+    # resolved once: create_backend would read the model file's metadata again for a default
     resolved = (default_backend_name(options.get('model_path')) if name in (None, '', 'default')
                 else name)
     if resolved == 'adaptive':
-        return create_backend(name, target_confidence=target_confidence, **options)
+        return create_backend(resolved, target_confidence=target_confidence, **options)
     if resolved == 'flow':
         raise ValueError('target_confidence needs a backend with a full model (memory, '
                          'embedding, adaptive); flow is the cheap path itself')
@@ -97,7 +98,7 @@ def create_backend_with_target(name=None, target_confidence=None, **options):
     from vos_ros.core.backends.adaptive import check_target
 
     target = check_target(target_confidence)  # before loading a model
-    return AdaptiveBackend(full=create_backend(name, **options), target_confidence=target)
+    return AdaptiveBackend(full=create_backend(resolved, **options), target_confidence=target)
 
 
 __all__ = ['ADAPTIVE_KINDS', 'Backend', 'DEFAULT_BACKEND', 'available_backends',
