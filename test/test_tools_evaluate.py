@@ -1,6 +1,7 @@
 """vos_eval end to end on synthetic DAVIS folders: outputs, scores and errors."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -69,6 +70,17 @@ def test_end_to_end(dataset, tmp_path, capsys):
     assert fields == COLUMNS
     assert [r['sequence'] for r in rows] == ['aa', 'bb', 'cc', 'mean']
     assert not (out / 'results.partial.csv').exists()
+    # the pipeline is named on stderr even without the progress bar, and recorded
+    assert 'vos_eval: backend adaptive (full memory, target_confidence 50' in stderr, stderr
+    record = json.loads((out / 'run.json').read_text())
+    assert record['finished'] is True and record['backend']['backend'] == 'adaptive'
+    assert record['sequences'] == ['aa', 'bb', 'cc']
+    assert record['arguments']['out'] == str(out)
+    frames = sum(len(clip) for clip in clips.values())
+    assert record['frames'] == frames
+    assert record['path_percent']['given'] == pytest.approx(100.0 * len(clips) / frames,
+                                                            abs=0.01)
+    assert record['scores']['JF'] == float(rows[-1]['JF'])
     for name, clip in clips.items():
         written = sorted(os.listdir(out / name))
         assert written == [f'{i:05d}.png' for i in range(len(clip))]
@@ -157,10 +169,12 @@ def test_video_and_chart(dataset, tmp_path, capsys):
             assert third.mean() < 20
     with Image.open(out / 'results.png') as chart:
         assert chart.size[0] > 300 and chart.size[1] > 200
-    # Nothing scored: no chart, and a chart left from an earlier run in OUT is removed.
+    # Nothing scored: no chart, and a chart left from an earlier run in OUT is kept aside.
     code, _, stderr = _run([root, '--sequences', 'cc', '--out', out], capsys)
     assert code == 0, stderr
     assert not (out / 'results.png').exists()
+    assert (out / 'results.previous.png').exists()
+    assert 'results.previous.csv' in stderr and 'results.previous.png' in stderr
 
 
 def test_only_unscored_sequences(dataset, tmp_path, capsys):
@@ -175,9 +189,12 @@ def test_only_unscored_sequences(dataset, tmp_path, capsys):
 def _assert_error(args, capsys, *needles):
     code, _, stderr = _run(args, capsys)
     assert code != 0
-    assert stderr.count('\n') == 1, stderr  # one line, no traceback
+    # one error line, no traceback (before it, at most the pipeline and kept-aside notes)
+    errors = [line for line in stderr.splitlines() if line.startswith('vos_eval: error: ')]
+    assert len(errors) == 1 and stderr.splitlines()[-1] == errors[0], stderr
+    assert 'Traceback' not in stderr, stderr
     for needle in needles:
-        assert needle in stderr, stderr
+        assert needle in errors[0], stderr
     return stderr
 
 
@@ -205,11 +222,18 @@ def test_unreadable_image_leaves_partial_results(tmp_path, dataset, capsys):
     broken = root / 'JPEGImages' / '480p' / 'bb' / '00003.jpg'
     broken.write_bytes(b'\xff\xd8 not really a jpeg')
     _assert_error([root, '--out', out], capsys, str(broken))
-    # The old complete-looking results are gone; finished sequences are kept as partial.
+    # The old complete-looking results are not left as this run's, but kept aside, whole;
+    # finished sequences are kept as partial.
     assert not (out / 'results.csv').exists()
+    _, old_rows = _read_csv(out / 'results.previous.csv')
+    assert [r['sequence'] for r in old_rows] == ['aa', 'bb', 'cc', 'mean']
+    assert json.loads((out / 'run.previous.json').read_text())['finished'] is True
     _, rows = _read_csv(out / 'results.partial.csv')
     assert [r['sequence'] for r in rows] == ['aa']
     assert (out / 'aa' / '00006.png').exists()
+    # this run's record says what ran and that it did not finish
+    record = json.loads((out / 'run.json').read_text())
+    assert record['finished'] is False and record['sequences'] == ['aa', 'bb', 'cc']
 
 
 def test_size_mismatches(tmp_path, dataset, capsys):
@@ -295,9 +319,13 @@ def messy_dataset(tmp_path_factory):
     return root
 
 
-def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path, caplog):
+def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path, caplog,
+                                                        capsys):
     results, _ = evaluate.evaluate_dataset(messy_dataset, tmp_path / 'out', backend='flow',
                                            progress=False)
+    # flow names its working size and device like the model backends
+    stderr = capsys.readouterr().err
+    assert 'vos_eval: backend flow (resolution 200, device cpu)' in stderr, stderr
     by_name = {r.name: r for r in results}
     for name, clean in (('rgb_aa', 'clean'), ('gray_resized', 'clean_one')):
         assert by_name[clean].scores['JF'] > 75

@@ -40,7 +40,7 @@ def test_target_100_equals_the_full_backend_and_lower_targets_use_the_cheap_path
     code, out, err = _run([dataset, '--backend', 'embedding', '--target-confidence', '100',
                            '--out', tmp_path / 'hundred'], capsys)
     assert code == 0, err
-    assert 'cheap path on 0 % of frames' in out
+    assert 'cheap path on 0 %, given masks on 8 % of frames' in out
     for plain, hundred in zip(_masks(tmp_path / 'plain' / 'aa'),
                               _masks(tmp_path / 'hundred' / 'aa')):
         np.testing.assert_array_equal(plain, hundred)
@@ -48,7 +48,7 @@ def test_target_100_equals_the_full_backend_and_lower_targets_use_the_cheap_path
                            '--out', tmp_path / 'zero'], capsys)
     assert code == 0, err
     # 11 propagated frames: 8 cheap, one forced full run, 2 cheap again
-    assert 'full model on 8 %, cheap path on 83 % of frames' in out
+    assert 'full model on 8 %, cheap path on 83 %, given masks on 8 % of frames' in out
     # it says what runs (with its progress bar, or when asked): full model, target, cheap path
     evaluate.evaluate_dataset(dataset, tmp_path / 'said', backend='embedding',
                               target_confidence=0, progress=False, announce=True)

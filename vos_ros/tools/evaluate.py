@@ -20,16 +20,24 @@ Also ``OUT/results.png`` (J&F, J and F per sequence, for a look rather than a re
 ``--video``, ``OUT/<seq>.mp4`` per sequence: image | prediction | ground truth, frame by frame
 (neither is counted in ``fps``).
 
-``results.csv`` is written (via a temporary file) only when every sequence has finished; an
-old one in OUT is deleted when a run starts. A run stopped by an error or Ctrl-C leaves the
-masks written so far and ``results.partial.csv`` (finished sequences only, no mean row), and
-exits non-zero.
+``OUT/run.json`` says what ran: the pipeline as the backend describes itself (name, full model,
+target, cheap path, model version, resolution, device), the arguments, the sequences, and once
+the run has finished the share of frames each path produced, frames, fps and the mean scores;
+the same pipeline line goes to stderr when the run starts.
+
+``results.csv`` is written (via a temporary file) only when every sequence has finished. The
+results of an earlier run in OUT (``results.csv``, ``results.png``, ``run.json``) are kept as
+``results.previous.csv``, ``results.previous.png`` and ``run.previous.json`` when a run
+starts, so a failed re-run loses nothing complete (its masks are overwritten as it goes). A
+run stopped by an error or Ctrl-C leaves the masks written so far and ``results.partial.csv``
+(finished sequences only, no mean row), and exits non-zero.
 """
 
 import argparse
 import concurrent.futures
 import csv
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -37,6 +45,7 @@ import time
 
 import numpy as np
 
+from vos_ros import __version__
 from vos_ros.core.backends import available_backends
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends import create_backend_with_target
@@ -63,6 +72,10 @@ SCORE_COLUMNS = COLUMNS[1:8]
 RESULTS_NAME = 'results.csv'
 PARTIAL_NAME = 'results.partial.csv'
 PLOT_NAME = 'results.png'
+RUN_NAME = 'run.json'
+#: Where an earlier run's outputs in OUT are kept when a new run starts (name -> kept as).
+PREVIOUS_NAMES = {RESULTS_NAME: 'results.previous.csv', PLOT_NAME: 'results.previous.png',
+                  RUN_NAME: 'run.previous.json'}
 
 
 @dataclasses.dataclass
@@ -329,18 +342,74 @@ def plot_results(path, results):
     return True
 
 
+def path_shares(results):
+    """Percent of the frames of ``results`` (SequenceResults) each path produced.
+
+    Paths as ``Result.path`` names them: ``given`` (the first-frame masks), ``full``,
+    ``cheap``; an empty dict for no frames.
+    """
+    counts = {}
+    for result in results:
+        for path, count in result.paths.items():
+            counts[path] = counts.get(path, 0) + count
+    total = sum(counts.values())
+    return {path: round(100.0 * count / total, 2) for path, count in counts.items()} \
+        if total else {}
+
+
+def describe_pipeline(backend):
+    """``(line, details)``: one line naming the pipeline ``backend`` runs, and its describe().
+
+    The adaptive backend at target 100 runs no cheap path, so none is named there.
+    """
+    described = dict(backend.describe()) if hasattr(backend, 'describe') else {}
+    described.setdefault('backend', getattr(backend, 'name', type(backend).__name__))
+    shown = dict(described)
+    if shown.get('target_confidence') == 100.0:
+        shown.pop('cheap', None)  # the full model on every frame: no cheap path runs
+    if 'resolution' not in shown and shown.get('default_resolution') is not None:
+        shown['resolution'] = shown['default_resolution']
+    details = ', '.join(f'{key} {shown[key]}' for key in
+                        ('full', 'target_confidence', 'cheap', 'version', 'resolution',
+                         'device') if shown.get(key) not in (None, ''))
+    return f'backend {shown["backend"]}' + (f' ({details})' if details else ''), described
+
+
+def _keep_previous(out_dir):
+    """Move an earlier run's results in ``out_dir`` aside (PREVIOUS_NAMES); return what moved."""
+    moved = []
+    for name, kept in PREVIOUS_NAMES.items():
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            os.replace(path, os.path.join(out_dir, kept))
+            moved.append(kept)
+    partial = os.path.join(out_dir, PARTIAL_NAME)
+    if os.path.exists(partial):
+        os.remove(partial)  # a stopped run's, superseded by this one's
+    return moved
+
+
+def _write_json(path, record):
+    temporary = path + '.tmp'
+    with open(temporary, 'w') as handle:
+        json.dump(record, handle, indent=2, default=str)
+        handle.write('\n')
+    os.replace(temporary, path)
+
+
 def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, device=None,
                      resolution=None, progress=True, video=False, target_confidence=None,
-                     announce=None):
+                     announce=True, arguments=None):
     """Run and score a DAVIS-layout dataset; return ``(results, mean_row_dict)``.
 
     ``backend`` is a name (None = the package default) or a Backend instance;
     ``target_confidence`` (0-100) runs a named backend adaptively (see ``make_backend``).
-    ``sequences`` defaults to every sequence in ``root``. Writes masks and ``results.csv`` under
-    ``out_dir`` as described in this module's docstring; raises VosError/ValueError on bad
-    input (after writing ``results.partial.csv`` if some sequences had finished).
+    ``sequences`` defaults to every sequence in ``root``. Writes masks, ``results.csv`` and
+    ``run.json`` under ``out_dir`` as described in this module's docstring (``arguments``: a
+    dict of the command's arguments recorded there); raises VosError/ValueError on bad input
+    (after writing ``results.partial.csv`` if some sequences had finished).
     ``announce``: say on stderr which pipeline runs (backend, and for ``adaptive`` its full
-    model, target and cheap path; None = with the progress bar).
+    model, target and cheap path) and which earlier results were kept aside.
     """
     from tqdm import tqdm
 
@@ -356,25 +425,24 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
-    if progress if announce is None else announce:
-        # say which pipeline runs: with no --backend/--model that is the package default
-        described = backend.describe() if hasattr(backend, 'describe') else {}
-        if described.get('target_confidence') == 100.0:
-            described.pop('cheap', None)  # the full model on every frame: no cheap path runs
-        details = ', '.join(f'{key} {described[key]}' for key in
-                            ('full', 'target_confidence', 'cheap', 'version', 'resolution',
-                             'device') if described.get(key) not in (None, ''))
-        print(f'vos_eval: backend {described.get("backend", getattr(backend, "name", "?"))}'
-              + (f' ({details})' if details else ''), file=sys.stderr)
+    line, described = describe_pipeline(backend)
+    if announce:
+        print(f'vos_eval: {line}', file=sys.stderr)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, RESULTS_NAME)
     partial_path = os.path.join(out_dir, PARTIAL_NAME)
     plot_path = os.path.join(out_dir, PLOT_NAME)
-    # Outputs of an earlier run in OUT would mislead next to this one's.
-    for stale in (results_path, partial_path, plot_path):
-        if os.path.exists(stale):
-            os.remove(stale)
+    run_path = os.path.join(out_dir, RUN_NAME)
+    # Outputs of an earlier run in OUT would mislead next to this one's: kept aside.
+    moved = _keep_previous(out_dir)
+    if moved and announce:
+        print(f'vos_eval: {out_dir} held an earlier run\'s results: kept as '
+              f'{", ".join(moved)}', file=sys.stderr)
+    record = {'tool': 'vos_eval', 'vos_ros': __version__, 'dataset': os.path.abspath(root),
+              'sequences': [s.name for s in seqs], 'pipeline': line, 'backend': described,
+              'arguments': dict(arguments or {}), 'finished': False}
+    _write_json(run_path, record)
     pending = []
     bar = tqdm(total=sum(len(s) for s in seqs), unit='frame', disable=not progress,
                dynamic_ncols=True)
@@ -400,6 +468,13 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     mean = mean_row(results)
     write_csv(results_path, [r.row() for r in results] + [mean])
     plot_results(plot_path, results)
+    # numbers, not the CSV's formatted strings (None where nothing was scored)
+    record.update(finished=True, path_percent=path_shares(results),
+                  frames=sum(r.frames for r in results),
+                  fps=float(mean['fps']) if mean['fps'] else None,
+                  scores={key: float(mean[key]) if mean[key] not in (None, '') else None
+                          for key in SCORE_COLUMNS})
+    _write_json(run_path, record)
     return results, mean
 
 
@@ -459,7 +534,8 @@ def main(argv=None):
         results, mean = evaluate_dataset(
             args.dataset, args.out, sequences=names, backend=args.backend, model=args.model,
             device=args.device, resolution=args.resolution, progress=not args.no_progress,
-            video=args.video, target_confidence=args.target_confidence)
+            video=args.video, target_confidence=args.target_confidence,
+            arguments=vars(args))
     except (VosError, ValueError, OSError) as error:
         print(f'vos_eval: error: {error}', file=sys.stderr)
         return 1
@@ -473,14 +549,11 @@ def main(argv=None):
                    f'({scored} of {len(results)} sequences scored')
     else:
         summary = f'no ground truth beyond first frames ({len(results)} sequences'
-    paths = {}
-    for result in results:
-        for path, count in result.paths.items():
-            paths[path] = paths.get(path, 0) + count
-    if paths.get('cheap') or args.target_confidence is not None:
-        total = sum(paths.values())
-        summary += (f'; full model on {100.0 * paths.get("full", 0) / total:.0f} %, cheap path '
-                    f'on {100.0 * paths.get("cheap", 0) / total:.0f} % of frames')
+    shares = path_shares(results)
+    if shares.get('cheap') or args.target_confidence is not None:
+        summary += (f'; full model on {shares.get("full", 0):.0f} %, cheap path on '
+                    f'{shares.get("cheap", 0):.0f} %, given masks on '
+                    f'{shares.get("given", 0):.0f} % of frames')
     print(f'{summary}, {mean["frames"]} frames, {mean["fps"]} fps) -> '
           f'{os.path.join(args.out, RESULTS_NAME)}')
     return 0

@@ -359,7 +359,8 @@ class FlowBackend(Backend):
                 'check_preset': self.check_preset, 'variational': self.variational,
                 'check_variational': self.check_variational,
                 'consistency': self.consistency, 'appearance': self.appearance,
-                'default_resolution': self.default_resolution}
+                'default_resolution': self.default_resolution,
+                'device': 'cpu'}  # OpenCV and numpy: no accelerator
 
     # -- pieces --------------------------------------------------------------------------
 
