@@ -437,7 +437,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     # Outputs of an earlier run in OUT would mislead next to this one's: kept aside.
     moved = _keep_previous(out_dir)
     if moved and announce:
-        print(f'vos_eval: {out_dir} held an earlier run\'s results: kept as '
+        print(f'vos_eval: {out_dir} held the results of an earlier run: kept as '
               f'{", ".join(moved)}', file=sys.stderr)
     record = {'tool': 'vos_eval', 'vos_ros': __version__, 'dataset': os.path.abspath(root),
               'sequences': [s.name for s in seqs], 'pipeline': line, 'backend': described,
