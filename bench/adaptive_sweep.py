@@ -8,22 +8,23 @@ reading and segmenting (as ``vos_eval``); ``startup s`` is the time to create th
 (model loading), and ``wall FPS`` counts it too. ``CPU ms`` is the process CPU time per frame
 of the whole evaluation (writing and scoring the masks included, alike for every
 configuration): less distorted than FPS when other work shares the CPU. Each ``--cheap`` path
-(``light``: the memory model's light pass, the default; ``roi``: its region-of-interest pass;
-``flow``) is swept over the targets. ``--interleave`` runs all configurations frame by frame
-in turn instead, for machines whose speed drifts during a run (shared or throttled VMs): each
-configuration's FPS then comes from the same minutes as the others'.
-``full %`` /
-``cheap %`` are the shares of frames each path produced (the first frame of each sequence is
-the given mask).
+(``auto``: the shipped pipeline, the default: the memory model's region-of-interest pass at
+targets 50-99 and flow under 50; ``roi``: the region-of-interest pass at every target;
+``light``: the memory model's light pass; ``flow``) is swept over the targets.
+``--interleave`` runs all configurations frame by frame in turn instead, for machines whose
+speed drifts during a run (shared or throttled VMs): each configuration's FPS then comes from
+the same minutes as the others'. ``full %`` / ``cheap %`` are the shares of frames each path
+produced (the first frame of each sequence is the given mask).
 
 Writes ``OUT/sweep.csv`` and ``OUT/sweep.png`` (J&F against FPS) and prints the table. Pick the
 default target on sequences other than the hold-out (``bench/memory_dev.txt``), then report
 the hold-out (``bench/memory_holdout.txt``).
 
-Example::
+Example (the shipped pipeline at its default target 50 and below, against the two ends)::
 
     nice -n 5 .venv/bin/python bench/adaptive_sweep.py ../shared/data/davis2016/train \\
-        --sequences-file bench/memory_holdout.txt --out out/adaptive_sweep/holdout
+        --sequences-file bench/memory_holdout.txt --targets 90,70,50,30 \\
+        --out out/adaptive_sweep/holdout
 """
 
 import argparse
@@ -35,9 +36,15 @@ import time
 
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends import create_backend_with_target
+from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import read_sequences_file
+from vos_ros.core.errors import DataError
+from vos_ros.core.errors import VosError
+from vos_ros.tools.evaluate import check_sequences
 from vos_ros.tools.evaluate import evaluate_dataset
 
+#: Names ``--cheap`` takes (``auto`` is the shipped pipeline's own choice by target).
+CHEAP_PATHS = ('auto', 'roi', 'light', 'flow')
 COLUMNS = ('config', 'target', 'JF', 'J', 'F', 'fps', 'wall_fps', 'startup_s', 'speedup',
            'cpu_ms', 'full_pct', 'cheap_pct', 'frames')
 
@@ -53,10 +60,11 @@ def _parse(argv):
                         help='comma-separated targets below 100 (100 = the full model alone, '
                              'always run)')
     parser.add_argument('--full', default='memory', help='full-model backend')
-    parser.add_argument('--cheap', default='light',
-                        help='comma-separated cheap paths swept at every target: roi (the '
-                             'memory model on a crop around the last result), light (the '
-                             'memory model on a smaller query), flow')
+    parser.add_argument('--cheap', default='auto',
+                        help='comma-separated cheap paths swept at every target: auto (the '
+                             'shipped pipeline: roi at 50-99, flow under 50), roi (the memory '
+                             'model on a crop around the last result), light (the memory '
+                             'model on a smaller query), flow')
     parser.add_argument('--flow-targets', default=None,
                         help='targets for the flow cheap path when it is in --cheap (None = '
                              '--targets)')
@@ -74,7 +82,23 @@ def _parse(argv):
                              'are written and CPU ms is not measured')
     parser.add_argument('--keep-masks', action='store_true',
                         help='keep the masks of every configuration under OUT/masks')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # checked before any model loads: a typo should not cost a run
+    cheap = [c.strip() for c in args.cheap.split(',') if c.strip()]
+    unknown = sorted(set(cheap) - set(CHEAP_PATHS))
+    if unknown or not cheap:
+        parser.error(f'--cheap: unknown cheap path(s) {", ".join(unknown) or "(none given)"}; '
+                     f'choose from {", ".join(CHEAP_PATHS)}')
+    for option in ('targets', 'flow_targets'):
+        for text in (getattr(args, option) or '').split(','):
+            try:
+                ok = not text.strip() or 0.0 <= float(text) < 100.0
+            except ValueError:
+                ok = False
+            if not ok:
+                parser.error(f'--{option.replace("_", "-")}: {text.strip()!r} is not a target '
+                             'in [0, 100) (100, the full model alone, always runs)')
+    return args
 
 
 def _configs(args):
@@ -113,12 +137,15 @@ def _plot(path, rows, title):
         adaptive = [r for r in rows if r['target'] not in ('', '100')
                     and r['config'].split()[0] == cheap]
         adaptive.sort(key=lambda r: float(r['target']))
-        what = {'light': 'light pass', 'roi': 'ROI pass'}.get(cheap, cheap)
+        what = {'light': 'light pass', 'roi': 'ROI pass',
+                'auto': 'ROI pass (50-99) / flow (< 50): shipped'}.get(cheap, cheap)
         axis.plot([float(r['fps']) for r in adaptive], [float(r['JF']) for r in adaptive],
                   'o-', label=f'adaptive: full model + {what}')
-        for row in adaptive:
+        for index, row in enumerate(adaptive):
+            # alternate above and below the line: neighbouring targets often lie close
             axis.annotate(f'{float(row["target"]):g}', (float(row['fps']), float(row['JF'])),
-                          textcoords='offset points', xytext=(4, 4), fontsize=8)
+                          textcoords='offset points', xytext=(4, 5 if index % 2 else -11),
+                          fontsize=8)
     for row in rows:
         if row['target'] == '':
             axis.plot(float(row['fps']), float(row['JF']), 's', label=row['config'])
@@ -209,11 +236,24 @@ def _row(label, target, mean, frames, seconds, startup, paths, cpu_ms):
 
 
 def main(argv=None):
-    """Run the sweep; return the exit code."""
+    """Run the sweep; return the exit code (1 with one line on stderr for bad input)."""
     args = _parse(argv)
-    names = args.sequences
-    if args.sequences_file:
-        names = read_sequences_file(args.sequences_file)
+    try:
+        names = args.sequences
+        if args.sequences_file:
+            names = read_sequences_file(args.sequences_file)
+            if not names:
+                raise DataError(f'sequences file {args.sequences_file} lists no sequence')
+        # every name checked before any model loads (as vos_eval does)
+        check_sequences(Dataset(args.root), list(dict.fromkeys(names)) if names
+                        else Dataset(args.root).sequence_names())
+        return _sweep(args, names)
+    except (VosError, ValueError, OSError) as error:
+        print(f'adaptive_sweep: error: {error}', file=sys.stderr)
+        return 1
+
+
+def _sweep(args, names):
     os.makedirs(args.out, exist_ok=True)
     rows = _interleaved(args, names) if args.interleave else []
     masks_root = os.path.join(args.out, 'masks') if args.keep_masks else tempfile.mkdtemp()
@@ -224,7 +264,7 @@ def main(argv=None):
         out = os.path.join(masks_root, label.replace(' ', '_').replace('(', '').replace(')', ''))
         cpu = time.process_time()
         results, mean = evaluate_dataset(args.root, out, sequences=names, backend=backend,
-                                         progress=False)
+                                         progress=False, announce=False)
         cpu = time.process_time() - cpu
         frames = sum(r.frames for r in results)
         paths = {}
@@ -245,11 +285,12 @@ def main(argv=None):
         writer.writeheader()
         writer.writerows(rows)
     what = (os.path.basename(args.sequences_file) if args.sequences_file
-            else f'{len(names or [])} sequences' if names else 'all sequences')
+            else f'{len(names)} sequence{"s" if len(names) > 1 else ""}' if names
+            else 'all sequences')
     _plot(os.path.join(args.out, 'sweep.png'), rows,
           f'target_confidence sweep on {what} ({os.path.basename(os.path.abspath(args.root))})')
     print()
-    print(f'{"config":22s} {"J&F":>6s} {"J":>6s} {"F":>6s} {"FPS":>7s} {"wall":>7s} '
+    print(f'{"config":22s} {"J&F":>6s} {"J":>6s} {"F":>6s} {"FPS":>7s} {"wallFPS":>7s} '
           f'{"start s":>7s} {"x full":>6s} {"CPU ms":>7s} {"full %":>6s} {"cheap %":>7s}')
     for row in rows:
         print(f'{row["config"]:22s} {float(row["JF"]):6.1f} {float(row["J"]):6.1f} '

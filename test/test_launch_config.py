@@ -88,8 +88,7 @@ def test_config_keys_are_declared_parameters_with_code_defaults():
     for name, value in parameters.items():
         default = PARAMETERS[name][0]
         assert type(value) is type(default), name  # a type mismatch fails at start-up
-        if name != 'backend':  # the file says 'default', the code names the default backend
-            assert value == default, name
+        assert value == default, name
 
 
 @pytest.fixture
