@@ -86,37 +86,6 @@ def bare_session(frames, mask, args):
     return times, len(frames) / (time.perf_counter() - start)
 
 
-class Diagnostics:
-    """Keeps the latest vos_node diagnostics values."""
-
-    def __init__(self, node):
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.values = {}
-        self.count = 0
-        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_message, 10)
-
-    def _on_message(self, msg):
-        for status in msg.status:
-            if status.name.endswith(': segmentation'):
-                self.values = {kv.key: kv.value for kv in status.values}
-                self.count += 1
-
-    def fresh(self, timeout=5.0):
-        """Wait for the next message and return its values as ints where possible."""
-        seen = self.count
-        deadline = time.monotonic() + timeout
-        while self.count == seen and time.monotonic() < deadline:
-            time.sleep(0.05)
-        out = {}
-        for key, value in self.values.items():
-            try:
-                out[key] = int(value)
-            except ValueError:
-                out[key] = value
-        return out
-
-
 def run_node(client, diagnostics, frames, rate, stamp_base, lockstep=False):
     """Feed frames (after a reset: frame 0 pairs with the annotation); return figures."""
     from vos_ros.ros.client import stamp_key
@@ -170,6 +139,7 @@ def main(argv=None):
 
     use_local_dds()
     from vos_ros.core.labels import write_labels
+    from vos_ros.ros.client import NodeDiagnostics
     from vos_ros.ros.client import SegmentationClient
     from vos_ros.ros.client import start_node
     from vos_ros.ros.client import stop_node
@@ -192,7 +162,7 @@ def main(argv=None):
                           'input_reliability': args.reliability, 'publish_overlay': False,
                           'diagnostics_period': 0.5}, log_path=log)
     client = SegmentationClient(name='vos_bench')
-    diagnostics = Diagnostics(client.node)
+    diagnostics = NodeDiagnostics(client.node)
     code = 1
     try:
         if not client.wait_for_node(60.0, process):

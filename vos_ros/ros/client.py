@@ -164,6 +164,80 @@ def _set_stamp(msg, stamp):
         msg.header.stamp = stamp
 
 
+class NodeDiagnostics:
+    """Record what a ``vos_node`` says of itself on ``/diagnostics`` (its ``: segmentation``
+    status): the latest values, and over the whole recording the targets it ran at.
+
+    ``node``: an rclpy Node to subscribe with (its executor must spin). ``vos_node_name``:
+    whose status to keep (None: any vos node's). ``values`` holds the latest key/value pairs
+    (strings as published), ``count`` the messages seen, ``lowered`` those whose
+    ``effective_target`` was under ``target_confidence`` (the node lowering its effort to keep
+    up, issue 15) and ``lowest_target`` the lowest effective target seen (None without an
+    adaptive backend).
+    """
+
+    def __init__(self, node, vos_node_name=None):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._suffix = f'{vos_node_name}: segmentation' if vos_node_name else ': segmentation'
+        self._lock = threading.Lock()
+        self.values = {}
+        self.count = 0
+        self.lowered = 0
+        self.lowest_target = None
+        self.subscription = node.create_subscription(DiagnosticArray, '/diagnostics',
+                                                     self._on_message, 10)
+
+    def _on_message(self, msg):
+        for status in msg.status:
+            if not status.name.endswith(self._suffix):
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            with self._lock:
+                self.values = values
+                self.count += 1
+                try:
+                    requested = float(values['target_confidence'])
+                    effective = float(values['effective_target'])
+                except (KeyError, ValueError):
+                    continue
+                if effective < requested:
+                    self.lowered += 1
+                if self.lowest_target is None or effective < self.lowest_target:
+                    self.lowest_target = effective
+
+    def fresh(self, timeout=5.0):
+        """Wait up to ``timeout`` s for the next message; return the latest values, numbers
+        as int or float where they parse (empty dict when none ever came)."""
+        with self._lock:
+            seen = self.count
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.count != seen:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            values = dict(self.values)
+        return {key: _number(value) for key, value in values.items()}
+
+    def summary(self):
+        """What a report should say: the latest values (parsed), messages, lowered ones."""
+        with self._lock:
+            values = {key: _number(value) for key, value in self.values.items()}
+            return {'messages': self.count, 'lowered_messages': self.lowered,
+                    'lowest_effective_target': self.lowest_target, 'last': values}
+
+
+def _number(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 class SegmentationClient:
     """A node that publishes images and records the label maps the vos node answers with.
 

@@ -313,6 +313,7 @@ class Replay:
         self.raw_replies = []     # (receive time ns, cdr) for --record
         self.started = None
         self.cpu_s = 0.0          # CPU time this process spent replaying (all threads)
+        self.node_diagnostics = None  # NodeDiagnostics.summary() of the node, after the run
 
 
 def _drain(ros, replay, keep_raw):
@@ -611,6 +612,10 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
         'node': {'external': bool(args.external),
                  'command': node.args if node is not None else None,
                  'ros_domain_id': domain},
+        # what the node said on /diagnostics: the last report's values (backend, device,
+        # target_confidence and effective_target, path shares, its own latency figures) and
+        # how many reports showed the target lowered to keep up
+        'node_diagnostics': replay.node_diagnostics,
     }
     if summary is None and plan.gt_count:
         report['note'] = 'ground truth only on the annotated first frame: timing only'
@@ -730,9 +735,25 @@ def print_summary(report, out):
     if report['unscored_objects']:
         print(f'note: object(s) {report["unscored_objects"]} appear only after the first frame: '
               'not scored (the node is given the first-frame mask only)', file=sys.stderr)
+    diagnostics = report.get('node_diagnostics') or {}
+    last = diagnostics.get('last') or {}
+    if last.get('backend'):
+        print(f'node: backend {last["backend"]}'
+              + (f', target_confidence {last["target_confidence"]:g}'
+                 if isinstance(last.get('target_confidence'), (int, float)) else '')
+              + (f', results full {100 * last["path_full_share"]:.0f} % / cheap '
+                 f'{100 * last["path_cheap_share"]:.0f} % (last 300)'
+                 if isinstance(last.get('path_cheap_share'), (int, float)) else ''))
+    if diagnostics.get('lowered_messages'):
+        print(f'note: the node fell behind the replay and lowered target_confidence (to '
+              f'{diagnostics["lowest_effective_target"]:g} at the lowest) in '
+              f'{diagnostics["lowered_messages"]} of its {diagnostics["messages"]} diagnostics '
+              'reports: part of the run was segmented at less than the requested effort',
+              file=sys.stderr)
     print(f'wrote {out}/report.json, masks/, latency.png'
           + (', jf_per_frame.png' if report['JF'] is not None else '')
-          + (f', {os.path.basename(report["video"])}' if report.get('video') else ''))
+          + (f', {os.path.basename(report["video"])}' if report.get('video') else '')
+          + (', node.log' if os.path.exists(os.path.join(out, 'node.log')) else ''))
 
 
 def main(argv=None):
@@ -754,6 +775,7 @@ def main(argv=None):
             write_labels(annotation_path, annotation)
         # Imported here: scanning and scoring a bag need no ROS installation.
         from vos_ros.ros.client import check_ros_environment
+        from vos_ros.ros.client import NodeDiagnostics
         from vos_ros.ros.client import SegmentationClient
         from vos_ros.ros.client import start_node
         from vos_ros.ros.client import use_local_dds
@@ -781,7 +803,12 @@ def main(argv=None):
                                      answer_depth=100, raw_answers=True)
         except RuntimeError as error:  # rclpy's RCLError: bad ROS environment or arguments
             raise VosError(f'cannot start ROS 2 (ROS_DOMAIN_ID={domain}): {error}') from error
+        diagnostics = NodeDiagnostics(ros.node, args.node_name)
         replay = run_replay(args, plan, ros, node, annotation, progress)
+        # The node's own word on the run (backend, targets, path shares): one more report
+        # after the last frame (every diagnostics_period, 1 s by default).
+        diagnostics.fresh(timeout=2.5)
+        replay.node_diagnostics = diagnostics.summary()
         ros.close()
         ros = None
         if node is not None:
