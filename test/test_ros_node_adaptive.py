@@ -144,3 +144,20 @@ def test_flow_refuses_a_target_at_run_time(clip, ros_context, tmp_path):
         assert all('target_confidence' not in v for v in node.values())
     finally:
         assert node.close() == 0, node.log.read_text()
+
+
+def test_a_bad_parameter_says_what_it_takes():
+    from rclpy.exceptions import InvalidParameterTypeException
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.parameter import Parameter as RclpyParameter
+
+    from vos_ros.ros.node import _parameter_hint
+
+    typed = InvalidParameterTypeException(
+        RclpyParameter('target_confidence', RclpyParameter.Type.DOUBLE, 85.0),
+        'INTEGER')
+    assert _parameter_hint(typed) == ('; target_confidence takes an integer in -1..100 '
+                                      '(default -1)')
+    ranged = InvalidParameterValueException('diagnostics_period', 0.0, 'out of range')
+    assert 'diagnostics_period takes a number in 0.1..60' in _parameter_hint(ranged)
+    assert _parameter_hint(ValueError('no such file: x.png')) == ''

@@ -724,6 +724,23 @@ def _parse_args(argv):
     parser.parse_args(remove_ros_args(args=argv)[1:])
 
 
+def _parameter_hint(error):
+    """'; PARAM takes ...' for rclpy's type and range errors, which name the parameter last
+    (``...: target_confidence``) but not what it takes; '' for other errors."""
+    name = str(error).rsplit(':', 1)[-1].strip()
+    if name not in PARAMETERS:
+        return ''
+    default, _, _, extra = PARAMETERS[name]
+    kinds = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string'}
+    takes = kinds.get(type(default), type(default).__name__)
+    ranges = extra.get('integer_range') or extra.get('floating_point_range')
+    if ranges:
+        takes += f' in {ranges[0].from_value:g}..{ranges[0].to_value:g}'
+    elif extra.get('additional_constraints'):
+        takes += f' ({extra["additional_constraints"]})'
+    return f'; {name} takes {takes} (default {default!r})'
+
+
 def main(argv=None):
     """Run the node until SIGINT/SIGTERM; return the exit code (0 on a clean stop)."""
     argv = list(sys.argv if argv is None else argv)
@@ -742,7 +759,7 @@ def main(argv=None):
         return EXIT_OK
     except (ValueError, ParameterException, VosError) as error:
         # One clear line, no traceback: these are the user's settings or files.
-        print(f'{NODE_NAME}: error: {error}', file=sys.stderr)
+        print(f'{NODE_NAME}: error: {error}{_parameter_hint(error)}', file=sys.stderr)
         rclpy.try_shutdown()
         return EXIT_STARTUP_ERROR if isinstance(error, VosError) else EXIT_BAD_PARAMETER
     except Exception:
