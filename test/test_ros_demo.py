@@ -16,10 +16,16 @@ def test_demo_writes_masks_video_and_scores(tmp_path, capsys, monkeypatch):
         monkeypatch.setenv(name, os.environ[name])  # the demo picks its own domain: restore
     out = tmp_path / 'demo'
     code = demo.main(['--frames', '12', '--width', '160', '--height', '120', '--rate', '10',
-                      '--device', 'cpu', '--seed', '4', '--out', str(out)])
+                      '--device', 'cpu', '--seed', '4', '--target-confidence', '80',
+                      '--out', str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     summary = json.loads((out / 'summary.json').read_text())
+    # the node's own report names the pipeline and the target the demo asked for
+    assert summary['node_backend'].startswith('adaptive: memory'), summary
+    assert summary['node_target_confidence'] == 80
+    assert 'node: backend adaptive: memory' in printed.out
+    assert 'target_confidence 80' in printed.out
     assert summary['frames_sent'] == 12
     assert summary['frames_answered'] + summary['frames_dropped'] == 12
     assert summary['frames_answered'] >= 6  # a small clip at 10 Hz: most frames are answered

@@ -47,7 +47,12 @@ def build_parser():
     parser.add_argument('--height', type=int, default=480, help='synthetic clip height')
     parser.add_argument('--objects', type=int, default=2, help='synthetic clip objects')
     parser.add_argument('--seed', type=int, default=0, help='synthetic clip seed')
-    parser.add_argument('--backend', default='default', help='vos_node backend parameter')
+    parser.add_argument('--backend', default='default',
+                        help='vos_node backend parameter: default (the package default '
+                             'pipeline, adaptive), adaptive, memory, embedding or flow')
+    parser.add_argument('--target-confidence', type=int, default=-1, metavar='T',
+                        help='vos_node target_confidence parameter, 0-100: the effort (100 = '
+                             'full model every frame; -1 = the backend default)')
     parser.add_argument('--model', default='', help='vos_node model_path parameter')
     parser.add_argument('--device', default='auto', help='vos_node device parameter')
     parser.add_argument('--resolution', type=int, default=-1,
@@ -160,18 +165,22 @@ def play(clip, args, out):
     write_labels(annotation_path, clip.annotation)
     parameters = {'annotation_path': os.path.abspath(annotation_path), 'device': args.device,
                   'backend': args.backend, 'resolution': args.resolution,
-                  'publish_overlay': False}
+                  'target_confidence': args.target_confidence, 'publish_overlay': False,
+                  # a report soon after the last frame, for the summary
+                  'diagnostics_period': 0.5}
     if args.model:
         parameters['model_path'] = os.path.abspath(args.model)
     log_path = os.path.join(out, 'node.log')
     started = time.monotonic()
     process = start_node(parameters, log_path=log_path)
+    from vos_ros.ros.client import NodeDiagnostics
     from vos_ros.ros.client import SegmentationClient
     from vos_ros.ros.client import stamp_key
 
     client = None
     try:
         client = SegmentationClient(name='vos_demo_player')
+        diagnostics = NodeDiagnostics(client.node)
         if not client.wait_for_node(args.startup_timeout, process):
             raise VosError(f'vos_node did not start (see {log_path}): {_last_line(process)}')
         startup = time.monotonic() - started
@@ -193,6 +202,7 @@ def play(clip, args, out):
         predictions = [client.answers[key][1] if key in client.answers else None
                        for key in keys]
         answer_times = sorted(client.answers[key][0] for key in keys if key in client.answers)
+        diagnostics.fresh(timeout=1.5)  # the node's own word: backend, target, path shares
     finally:
         if client is not None:
             client.close()
@@ -206,6 +216,7 @@ def play(clip, args, out):
         'wall_s': wall,
         'output_fps': (len(answer_times) - 1) / span if span > 0 else 0.0,
         'latency_ms': [latencies[key] for key in keys if key in latencies],
+        'node': diagnostics.summary(),
     }
     return predictions, timings
 
@@ -271,6 +282,13 @@ def main(argv=None):
         'latency_ms_p95': round(float(np.percentile(latency, 95)), 1) if latency.size else None,
         'node_startup_s': round(timings['startup_s'], 1),
     }
+    # what the node said of itself on /diagnostics after the run
+    node = timings['node']['last']
+    for key in ('backend', 'device', 'target_confidence', 'effective_target',
+                'path_full_share', 'path_cheap_share'):
+        if key in node:
+            summary[f'node_{key}'] = node[key]
+    summary['node_lowered_target_reports'] = timings['node']['lowered_messages']
     scores = None
     if clip.ground_truth is not None:
         from vos_ros.core.metrics import evaluate_video
@@ -284,6 +302,14 @@ def main(argv=None):
                           'node_log': os.path.join(args.out, 'node.log')}
     with open(os.path.join(args.out, 'summary.json'), 'w', encoding='utf-8') as handle:
         json.dump(summary, handle, indent=2)
+    if 'node_backend' in summary:
+        effort = ''
+        if isinstance(summary.get('node_target_confidence'), (int, float)):
+            effort = (f', target_confidence {summary["node_target_confidence"]:g}: full model '
+                      f'on {100 * summary["node_path_full_share"]:.0f} %, cheap path on '
+                      f'{100 * summary["node_path_cheap_share"]:.0f} % of frames')
+        print(f'node: backend {summary["node_backend"]} on {summary.get("node_device", "?")}'
+              f'{effort}')
     print(f'answered {answered}/{len(clip.frames)} frames ({summary["frames_dropped"]} dropped '
           f'by the node\'s frame queue), output {summary["output_fps"]:.1f} FPS')
     if summary['frames_dropped']:
