@@ -46,6 +46,9 @@ import time
 import numpy as np
 
 from vos_ros import __version__
+from vos_ros.core.backends.adaptive import DEFAULT_MAX_CHEAP
+from vos_ros.core.backends.adaptive import DEFAULT_TARGET
+from vos_ros.core.backends.adaptive import FLOW_BELOW
 from vos_ros.core.backends import available_backends
 from vos_ros.core.backends import create_backend
 from vos_ros.core.backends import create_backend_with_target
@@ -501,12 +504,14 @@ def _parser():
                         help='working size: shorter side in pixels; omitted: the backend default, '
                              '0 = input size')
     parser.add_argument('--target-confidence', type=float, default=None, metavar='T',
-                        help='0-100: run the cheap path (a memory model on a crop around its '
-                             'last result at 50-99, flow under 50 and for other models) while '
-                             'its estimated confidence '
-                             'stays >= T, the full model otherwise (100 = full model every '
-                             "frame); omitted: the backend's own way (the adaptive "
-                             "backend's default target)")
+                        help='effort, 0-100. 100: the full model on every frame. Under 100: '
+                             'a cheap path runs while its estimated confidence (a predicted '
+                             'IoU, %%) stays >= T, the full model otherwise, and at the latest '
+                             f'after {DEFAULT_MAX_CHEAP["roi"]} cheap frames in a row. The '
+                             'cheap path: the memory model on a crop around its last result '
+                             f'at {FLOW_BELOW:g}-99, flow under {FLOW_BELOW:g} and with other '
+                             'models. Omitted: the default pipeline runs at its own target '
+                             f'({DEFAULT_TARGET}); --backend memory/embedding run every frame')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for masks and results.csv')
     parser.add_argument('--video', action='store_true',
