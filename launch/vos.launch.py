@@ -32,8 +32,9 @@ PARAMETER_ARGUMENTS = {
                          'empty: keep the file value.',
 }
 
-#: Launch arguments whose text becomes a number (the node refuses a string for them).
-INTEGER_ARGUMENTS = ('target_confidence',)
+#: Launch arguments whose text becomes a number, an integer where it is one (the node refuses
+#: a string for them).
+NUMBER_ARGUMENTS = ('target_confidence',)
 
 
 def _node(context):
@@ -41,12 +42,15 @@ def _node(context):
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
-            if name in INTEGER_ARGUMENTS:
+            if name in NUMBER_ARGUMENTS:
                 try:
                     value = int(value)
                 except ValueError:
-                    raise ValueError(f'launch argument {name}: expected an integer, got '
-                                     f'{value!r}') from None
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        raise ValueError(f'launch argument {name}: expected a number, got '
+                                         f'{value!r}') from None
             overrides[name] = value
     parameters = [LaunchConfiguration('params_file').perform(context)]
     if overrides:

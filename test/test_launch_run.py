@@ -267,7 +267,7 @@ def test_default_backend_and_topics_from_the_installed_config(launch, clip, anno
         # The default pipeline loads a torch model: allow it the time a busy machine needs.
         _connect(launched, client)
         values = _parameters(client, '/vos_node', ('backend', 'device'))
-        assert values == {'backend': 'default', 'device': 'auto'}
+        assert values == {'backend': 'adaptive', 'device': 'auto'}
         answers = _drive(client, clip, 3, timeout=60.0)
         assert sum(labels is not None for labels in answers) >= 2, launched.output()
     _assert_clean_exit(launched)

@@ -61,8 +61,13 @@ class _Node:
 
     def set_target(self, value):
         assert self.parameters.wait_for_service(timeout_sec=TIMEOUT)
-        parameter = Parameter(name='target_confidence', value=ParameterValue(
-            type=ParameterType.PARAMETER_INTEGER, integer_value=value))
+        if isinstance(value, str):
+            typed = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        elif isinstance(value, float):
+            typed = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            typed = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        parameter = Parameter(name='target_confidence', value=typed)
         future = self.parameters.call_async(SetParameters.Request(parameters=[parameter]))
         deadline = time.monotonic() + TIMEOUT
         while not future.done() and time.monotonic() < deadline:
@@ -99,8 +104,14 @@ def test_target_at_start_and_at_run_time(clip, ros_context, tmp_path):
         last = node.values()[-1]
         assert last['target_confidence'] == '0' and last['effective_target'] == '0'
         assert last['backend'].startswith('adaptive')
-        # out of range: refused by the descriptor, nothing changes
+        # out of range: refused by the descriptor, nothing changes; so is a word
         assert not node.set_target(150).successful
+        assert not node.set_target(150.5).successful
+        refused = node.set_target('high')
+        assert not refused.successful and 'must be a number' in refused.reason
+        # a decimal is taken as vos_eval takes it
+        assert node.set_target(62.5).successful
+        assert 'target_confidence 62.5 from the next frame' in node.log.read_text()
         # 100 from the next frame on: the full model on every frame
         assert node.set_target(100).successful
         since = len(node.diagnostics)
@@ -156,7 +167,7 @@ def test_a_bad_parameter_says_what_it_takes():
     typed = InvalidParameterTypeException(
         RclpyParameter('target_confidence', RclpyParameter.Type.DOUBLE, 85.0),
         'INTEGER')
-    assert _parameter_hint(typed) == ('; target_confidence takes an integer in -1..100 '
+    assert _parameter_hint(typed) == ('; target_confidence takes a number in -1..100 '
                                       '(default -1)')
     ranged = InvalidParameterValueException('diagnostics_period', 0.0, 'out of range')
     assert 'diagnostics_period takes a number in 0.1..60' in _parameter_hint(ranged)

@@ -124,8 +124,14 @@ PARAMETERS = {
         'few cheap frames; 100 = full model every frame. -1 = the backend default (adaptive: '
         f'{DEFAULT_TARGET}, chosen by measurement; memory, embedding: 100). Changeable at run '
         'time; when the node falls behind the camera it lowers its effective target before '
-        'dropping frames (/diagnostics says so). No effect with backend flow.', False,
-        {'integer_range': [IntegerRange(from_value=-1, to_value=100, step=1)]}),
+        'dropping frames (/diagnostics says so). No effect with backend flow. An integer or '
+        'a decimal number (as vos_eval --target-confidence).', False,
+        # both types, each with its range (rclpy checks the one of the value's type); other
+        # types are refused by the node itself (_target_value)
+        {'dynamic_typing': True,
+         'integer_range': [IntegerRange(from_value=-1, to_value=100, step=1)],
+         'floating_point_range': [FloatingPointRange(from_value=-1.0, to_value=100.0,
+                                                     step=0.0)]}),
     'diagnostics_period': (
         1.0, 'Seconds between /diagnostics messages.', True,
         {'floating_point_range': [FloatingPointRange(from_value=0.1, to_value=60.0,
@@ -373,6 +379,7 @@ class VosNode(Node):
         if settings['image_transport'] not in TRANSPORT_CHOICES:
             raise ValueError(f'parameter image_transport: must be raw or compressed, got '
                              f'{settings["image_transport"]!r}')
+        settings['target_confidence'] = _target_value(settings['target_confidence'])
         if settings['input_reliability'] not in INPUT_RELIABILITY_CHOICES:
             raise ValueError(f'parameter input_reliability: must be '
                              f'{" or ".join(INPUT_RELIABILITY_CHOICES)}, got '
@@ -414,8 +421,11 @@ class VosNode(Node):
                 return SetParametersResult(
                     successful=False, reason='target_confidence has no effect with backend '
                     'flow (it is the cheap path itself)')
-            value = int(parameter.value)
-            target = self._default_target if value < 0 else float(value)
+            try:
+                value = _target_value(parameter.value)
+            except ValueError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+            target = self._default_target if value < 0 else value
             with self._cond:
                 self._requested_target = target
                 self._effort_offset = 0.0
@@ -724,6 +734,18 @@ def _parse_args(argv):
     parser.parse_args(remove_ros_args(args=argv)[1:])
 
 
+def _target_value(value):
+    """``target_confidence`` as a float (-1..100; < 0 = the backend default).
+
+    The parameter takes integers and decimals alike (dynamic typing, both ranges in its
+    descriptor); ValueError for any other type, which dynamic typing lets through.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f'parameter target_confidence: must be a number in -1..100 (-1 = the '
+                         f'backend default), got {value!r}')
+    return float(value)
+
+
 def _parameter_hint(error):
     """'; PARAM takes ...' for rclpy's type and range errors, which name the parameter last
     (``...: target_confidence``) but not what it takes; '' for other errors."""
@@ -733,6 +755,8 @@ def _parameter_hint(error):
     default, _, _, extra = PARAMETERS[name]
     kinds = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string'}
     takes = kinds.get(type(default), type(default).__name__)
+    if extra.get('integer_range') and extra.get('floating_point_range'):
+        takes = 'a number'  # dynamic typing: an integer or a decimal
     ranges = extra.get('integer_range') or extra.get('floating_point_range')
     if ranges:
         takes += f' in {ranges[0].from_value:g}..{ranges[0].to_value:g}'
