@@ -53,6 +53,8 @@ def _parse_value(text):
             pass
     if text.lower() in ('true', 'false'):
         return text.lower() == 'true'
+    if text.lower() == 'none':
+        return None  # an option's "off" (e.g. flow:anchor_reach=None)
     return text
 
 

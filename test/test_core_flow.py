@@ -1,5 +1,6 @@
 """Tests of the weight-free flow backend on synthetic clips with exact masks."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -268,3 +269,31 @@ def test_anchor_undoes_drift_that_the_local_model_keeps(anchor_weight, drifted):
     # The local model, fitted to the leaked mask, keeps the green it took; the memorised
     # colours (green was background when the mask was given) hand it back.
     assert (band > 0.5) == drifted, band
+
+
+@pytest.mark.parametrize('anchor_reach, grows', [(None, True), (0.15, False)])
+def test_anchor_does_not_grow_the_object_far_from_it(anchor_reach, grows):
+    image, given, leaked = _leaked_scene()
+    backend = FlowBackend(anchor_reach=anchor_reach)
+    backend.memorize(image, _probs(given))
+    # Frames later: a patch of the object's red has come into view far from it (a
+    # distractor) and is background in the last result; the mask has drifted (anchor open)
+    # and the flow there is not trusted (prior pulled toward unknown), where appearance
+    # decides.
+    frame = image.copy()
+    frame[72:92, 100:124] = image[30:50, 30:54]
+    backend._prev_gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    backend._prev_colour = backend._colour_index(frame)
+    backend._prev_probs = _probs(leaked)
+    backend._anchor_gate = lambda channels: np.ones(channels - 1)
+    untrusted = np.zeros(frame.shape[:2], bool)
+    untrusted[72:92, 100:124] = True
+    backend._inconsistent = lambda *args: untrusted
+    probs = backend.propagate(frame)
+    far = float(np.mean(probs[1, 72:92, 100:124] > 0.5))
+    # near the object the anchor still acts: the square is kept
+    assert float(np.mean(probs[1, 24:64, 24:64] > 0.5)) > 0.95
+    # unlimited, the memorised colours claim the red patch far away; within reach, not
+    assert (far > 0.5) == grows, far
+    with pytest.raises(ValueError, match='anchor_reach'):
+        FlowBackend(anchor_reach=-0.1)
