@@ -15,6 +15,7 @@ arguments in a ``launch.LaunchService`` and returns its exit code.
 import importlib.util
 import os
 from pathlib import Path
+import signal
 import subprocess
 import sys
 
@@ -105,6 +106,10 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     package, name, arguments = argv[0], argv[1], argv[2:]
+    # Started from a shell's background job (nohup ... &, a CI runner), this process inherits
+    # SIGINT ignored, and launch leaves an ignored SIGINT alone: it would never stop on Ctrl-C.
+    # ros2 launch runs in a terminal; so should this stand-in.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     path = os.path.join(get_package_share_directory(package), 'launch', name)
     service = LaunchService(argv=arguments)
     service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
