@@ -87,8 +87,10 @@ def _parse(argv):
     cheap = [c.strip() for c in args.cheap.split(',') if c.strip()]
     unknown = sorted(set(cheap) - set(CHEAP_PATHS))
     if unknown or not cheap:
-        parser.error(f'--cheap: unknown cheap path(s) {", ".join(unknown) or "(none given)"}; '
-                     f'choose from {", ".join(CHEAP_PATHS)}')
+        # one line, as the other bad inputs (parser.error would print the usage first)
+        parser.exit(2, f'adaptive_sweep: error: --cheap: unknown cheap path(s) '
+                       f'{", ".join(unknown) or "(none given)"}; choose from '
+                       f'{", ".join(CHEAP_PATHS)}\n')
     for option in ('targets', 'flow_targets'):
         for text in (getattr(args, option) or '').split(','):
             try:
@@ -96,8 +98,9 @@ def _parse(argv):
             except ValueError:
                 ok = False
             if not ok:
-                parser.error(f'--{option.replace("_", "-")}: {text.strip()!r} is not a target '
-                             'in [0, 100) (100, the full model alone, always runs)')
+                parser.exit(2, f'adaptive_sweep: error: --{option.replace("_", "-")}: '
+                               f'{text.strip()!r} is not a target in [0, 100) (100, the full '
+                               'model alone, always runs)\n')
     return args
 
 

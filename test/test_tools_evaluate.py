@@ -234,6 +234,11 @@ def test_unreadable_image_leaves_partial_results(tmp_path, dataset, capsys):
     # this run's record says what ran and that it did not finish
     record = json.loads((out / 'run.json').read_text())
     assert record['finished'] is False and record['sequences'] == ['aa', 'bb', 'cc']
+    # failing again keeps the complete run's files together (not the stopped run's record)
+    _assert_error([root, '--out', out], capsys, str(broken))
+    assert json.loads((out / 'run.previous.json').read_text())['finished'] is True
+    _, again = _read_csv(out / 'results.previous.csv')
+    assert again == old_rows
 
 
 def test_size_mismatches(tmp_path, dataset, capsys):
@@ -325,7 +330,7 @@ def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path,
                                            progress=False)
     # flow names its working size and device like the model backends
     stderr = capsys.readouterr().err
-    assert 'vos_eval: backend flow (resolution 200, device cpu)' in stderr, stderr
+    assert 'vos_eval: backend flow (resolution 200, device cpu)\n' in stderr, stderr
     by_name = {r.name: r for r in results}
     for name, clean in (('rgb_aa', 'clean'), ('gray_resized', 'clean_one')):
         assert by_name[clean].scores['JF'] > 75
@@ -340,3 +345,10 @@ def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path,
     assert len(notes) == 2
     late = [r.getMessage() for r in caplog.records if 'after the first frame' in r.getMessage()]
     assert len(late) == 2 and all('object(s) 2' in line for line in late)
+    # a working size asked for is named (and recorded) beside the backend's own
+    evaluate.evaluate_dataset(messy_dataset, tmp_path / 'sized', backend='flow',
+                              progress=False, resolution=64, sequences=['clean'])
+    stderr = capsys.readouterr().err
+    assert 'vos_eval: backend flow (resolution 200, device cpu), working size 64 px' in stderr
+    record = json.loads((tmp_path / 'sized' / 'run.json').read_text())
+    assert record['backend']['working_resolution'] == 64

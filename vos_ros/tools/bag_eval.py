@@ -739,6 +739,7 @@ def print_summary(report, out):
     last = diagnostics.get('last') or {}
     if last.get('backend'):
         print(f'node: backend {last["backend"]}'
+              + (f' on {last["device"]}' if last.get('device') else '')
               + (f', target_confidence {last["target_confidence"]:g}'
                  if isinstance(last.get('target_confidence'), (int, float)) else '')
               + (f', results full {100 * last["path_full_share"]:.0f} % / cheap '

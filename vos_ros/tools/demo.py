@@ -305,9 +305,14 @@ def main(argv=None):
     if 'node_backend' in summary:
         effort = ''
         if isinstance(summary.get('node_target_confidence'), (int, float)):
-            effort = (f', target_confidence {summary["node_target_confidence"]:g}: full model '
-                      f'on {100 * summary["node_path_full_share"]:.0f} %, cheap path on '
-                      f'{100 * summary["node_path_cheap_share"]:.0f} % of frames')
+            effort = f', target_confidence {summary["node_target_confidence"]:g}'
+            if summary['node_lowered_target_reports']:
+                # the node lowered its effort to keep up with the camera: say how far
+                effort += (f' (lowered to keep up, {summary["node_effective_target"]:g} at '
+                           f'the end)')
+            effort += (f': full model on {100 * summary["node_path_full_share"]:.0f} %, '
+                       f'cheap path on {100 * summary["node_path_cheap_share"]:.0f} % of '
+                       'frames')
         print(f'node: backend {summary["node_backend"]} on {summary.get("node_device", "?")}'
               f'{effort}')
     print(f'answered {answered}/{len(clip.frames)} frames ({summary["frames_dropped"]} dropped '

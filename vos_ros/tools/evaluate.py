@@ -360,10 +360,13 @@ def path_shares(results):
         if total else {}
 
 
-def describe_pipeline(backend):
+def describe_pipeline(backend, working_resolution=None):
     """``(line, details)``: one line naming the pipeline ``backend`` runs, and its describe().
 
     The adaptive backend at target 100 runs no cheap path, so none is named there.
+    ``working_resolution``: the session's working size (shorter side, 0 = input size) when
+    one was asked for; the backend's own ``resolution`` is what its network sees (a model
+    backend scales the working-size frame to it), so both are named.
     """
     described = dict(backend.describe()) if hasattr(backend, 'describe') else {}
     described.setdefault('backend', getattr(backend, 'name', type(backend).__name__))
@@ -375,20 +378,32 @@ def describe_pipeline(backend):
     details = ', '.join(f'{key} {shown[key]}' for key in
                         ('full', 'target_confidence', 'cheap', 'version', 'resolution',
                          'device') if shown.get(key) not in (None, ''))
-    return f'backend {shown["backend"]}' + (f' ({details})' if details else ''), described
+    line = f'backend {shown["backend"]}' + (f' ({details})' if details else '')
+    if working_resolution is not None:
+        size = int(working_resolution)
+        described['working_resolution'] = size
+        line += ', working size ' + (f'{size} px' if size else 'input size')
+    return line, described
 
 
 def _keep_previous(out_dir):
-    """Move an earlier run's results in ``out_dir`` aside (PREVIOUS_NAMES); return what moved."""
+    """Move an earlier complete run's results in ``out_dir`` aside (PREVIOUS_NAMES).
+
+    Only a run that finished wrote ``results.csv``; its chart and record go with it. What a
+    stopped run left (its unfinished ``run.json``, ``results.partial.csv``) is superseded by
+    this run and removed, so the kept files always belong together. Returns what moved.
+    """
     moved = []
-    for name, kept in PREVIOUS_NAMES.items():
-        path = os.path.join(out_dir, name)
+    if os.path.exists(os.path.join(out_dir, RESULTS_NAME)):
+        for name, kept in PREVIOUS_NAMES.items():
+            path = os.path.join(out_dir, name)
+            if os.path.exists(path):
+                os.replace(path, os.path.join(out_dir, kept))
+                moved.append(kept)
+    for stale in (PARTIAL_NAME, PLOT_NAME, RUN_NAME):
+        path = os.path.join(out_dir, stale)
         if os.path.exists(path):
-            os.replace(path, os.path.join(out_dir, kept))
-            moved.append(kept)
-    partial = os.path.join(out_dir, PARTIAL_NAME)
-    if os.path.exists(partial):
-        os.remove(partial)  # a stopped run's, superseded by this one's
+            os.remove(path)
     return moved
 
 
@@ -428,7 +443,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
-    line, described = describe_pipeline(backend)
+    line, described = describe_pipeline(backend, resolution)
     if announce:
         print(f'vos_eval: {line}', file=sys.stderr)
     out_dir = os.fspath(out_dir)
