@@ -26,9 +26,10 @@ the run has finished the share of frames each path produced, frames, fps and the
 the same pipeline line goes to stderr when the run starts.
 
 ``results.csv`` is written (via a temporary file) only when every sequence has finished. The
-results of an earlier run in OUT (``results.csv``, ``results.png``, ``run.json``) are kept as
-``results.previous.csv``, ``results.previous.png`` and ``run.previous.json`` when a run
-starts, so a failed re-run loses nothing complete (its masks are overwritten as it goes). A
+results of an earlier complete run in OUT (``results.csv``, ``results.png``, ``run.json``) are
+kept together as ``results.previous.csv``, ``results.previous.png`` and ``run.previous.json``
+when a run starts, so a failed re-run loses nothing complete (what a stopped run left is
+replaced; masks are overwritten as the run goes). A
 run stopped by an error or Ctrl-C leaves the masks written so far and ``results.partial.csv``
 (finished sequences only, no mean row), and exits non-zero.
 """
