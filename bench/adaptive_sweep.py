@@ -42,6 +42,7 @@ from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
 from vos_ros.tools.evaluate import check_sequences
 from vos_ros.tools.evaluate import evaluate_dataset
+from vos_ros.tools.evaluate import path_counts
 
 #: Names ``--cheap`` takes (``auto`` is the shipped pipeline's own choice by target).
 CHEAP_PATHS = ('auto', 'roi', 'light', 'flow')
@@ -248,8 +249,9 @@ def main(argv=None):
             if not names:
                 raise DataError(f'sequences file {args.sequences_file} lists no sequence')
         # every name checked before any model loads (as vos_eval does)
-        check_sequences(Dataset(args.root), list(dict.fromkeys(names)) if names
-                        else Dataset(args.root).sequence_names())
+        dataset = Dataset(args.root)
+        check_sequences(dataset, list(dict.fromkeys(names)) if names
+                        else dataset.sequence_names())
         return _sweep(args, names)
     except (VosError, ValueError, OSError) as error:
         print(f'adaptive_sweep: error: {error}', file=sys.stderr)
@@ -270,12 +272,8 @@ def _sweep(args, names):
                                          progress=False, announce=False)
         cpu = time.process_time() - cpu
         frames = sum(r.frames for r in results)
-        paths = {}
-        for result in results:
-            for path, count in result.paths.items():
-                paths[path] = paths.get(path, 0) + count
         row = _row(label, target, mean, frames, sum(r.seconds for r in results), startup,
-                   paths, f'{1000.0 * cpu / frames:.1f}')
+                   path_counts(results), f'{1000.0 * cpu / frames:.1f}')
         rows.append(row)
         print(f'{label:22s} J&F {float(row["JF"]):5.1f}  FPS {row["fps"]:>6s}  '
               f'CPU ms {row["cpu_ms"]:>6s}  '

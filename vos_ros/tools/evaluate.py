@@ -346,16 +346,24 @@ def plot_results(path, results):
     return True
 
 
-def path_shares(results):
-    """Percent of the frames of ``results`` (SequenceResults) each path produced.
+def path_counts(results):
+    """Frames of ``results`` (SequenceResults) each path produced, summed over sequences.
 
     Paths as ``Result.path`` names them: ``given`` (the first-frame masks), ``full``,
-    ``cheap``; an empty dict for no frames.
+    ``cheap``.
     """
     counts = {}
     for result in results:
         for path, count in result.paths.items():
             counts[path] = counts.get(path, 0) + count
+    return counts
+
+
+def path_shares(results):
+    """Percent of the frames of ``results`` each path produced (``path_counts``); an empty
+    dict for no frames.
+    """
+    counts = path_counts(results)
     total = sum(counts.values())
     return {path: round(100.0 * count / total, 2) for path, count in counts.items()} \
         if total else {}
