@@ -204,6 +204,12 @@ def test_remapped_topics_namespace_and_overrides_reach_the_node(launch, clip, an
                          vos_node_name='robot1/vos_node') as client:
         _connect(launched, client)
         node = client.node
+        # Matched topics do not mean the node's name has been discovered too (Fast DDS sends
+        # names on a discovery topic of their own): give it the time a busy machine needs.
+        deadline = time.monotonic() + 10.0
+        while (('vos_node', '/robot1') not in node.get_node_names_and_namespaces()
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         assert ('vos_node', '/robot1') in node.get_node_names_and_namespaces()
         me = {('/robot1', 'vos_node')}
         assert _endpoints(node.get_subscriptions_info_by_topic('/cam/image_raw')) == me
