@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from vos_ros.core.labels import read_labels
 from vos_ros.core.synthetic import make_clip
@@ -44,6 +45,19 @@ def test_demo_bad_arguments_give_one_line(tmp_path, capsys):
     assert 'video file not found' in capsys.readouterr().err
     assert demo.main(['--rate', '0', '--out', str(tmp_path)]) == 1
     assert '--rate' in capsys.readouterr().err
+    assert demo.main(['--target-confidence', '150', '--out', str(tmp_path)]) == 1
+    assert 'must lie in 0..100' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main(['--target-confidence', 'high', '--out', str(tmp_path)])
+    assert "takes a number in 0..100 (or -1), got 'high'" in capsys.readouterr().err
+
+
+def test_demo_target_keeps_the_type_given():
+    # the node's target_confidence is dynamically typed: 80 stays an int, 62.5 a float
+    parser = demo.build_parser()
+    assert parser.parse_args(['--target-confidence', '80']).target_confidence == 80
+    assert isinstance(parser.parse_args(['--target-confidence', '80']).target_confidence, int)
+    assert parser.parse_args(['--target-confidence', '62.5']).target_confidence == 62.5
 
 
 def test_demo_plays_a_davis_sequence_folder(tmp_path, capsys, monkeypatch):

@@ -72,5 +72,6 @@ def test_a_node_that_lowered_its_target_is_reported(capsys):
     bag_eval.print_summary(report, '/tmp/out')
     captured = capsys.readouterr()
     assert 'node: backend adaptive: memory + roi/flow, target_confidence 70' in captured.out
-    assert 'full 25 % / cheap 70 %' in captured.out
+    assert ('(lowered to keep up: 60 at the end, 50 at the lowest): full model on 25 %, '
+            'cheap path on 70 % of its last 300 results') in captured.out
     assert 'lowered target_confidence (to 50 at the lowest) in 2 of its 3' in captured.err

@@ -229,6 +229,39 @@ class NodeDiagnostics:
                     'lowest_effective_target': self.lowest_target, 'last': values}
 
 
+def describe_node_report(summary):
+    """One line of what a ``vos_node`` said of itself, from :meth:`NodeDiagnostics.summary`.
+
+    For example ``node: backend adaptive: memory + roi/flow on cpu, target_confidence 70
+    (lowered to keep up: 60 at the end, 50 at the lowest): full model on 25 %, cheap path on
+    70 % of its last 300 results``. Returns None when no report named a backend. Used by
+    ``vos_demo`` and ``vos_bag_eval``, so both say it alike.
+    """
+    last = (summary or {}).get('last') or {}
+    if not last.get('backend'):
+        return None
+    line = f'node: backend {last["backend"]}'
+    if last.get('device'):
+        line += f' on {last["device"]}'
+    target = last.get('target_confidence')
+    if isinstance(target, (int, float)):
+        line += f', target_confidence {target:g}'
+        effective = last.get('effective_target')
+        lowest = summary.get('lowest_effective_target')
+        if summary.get('lowered_messages') and isinstance(effective, (int, float)):
+            # the node lowered its effort to keep up with the camera: say how far
+            line += f' (lowered to keep up: {effective:g} at the end'
+            if isinstance(lowest, (int, float)) and lowest < effective:
+                line += f', {lowest:g} at the lowest'
+            line += ')'
+    full, cheap = last.get('path_full_share'), last.get('path_cheap_share')
+    if isinstance(full, (int, float)) and isinstance(cheap, (int, float)):
+        # the node counts paths over a window of its latest results (node.py, 300)
+        line += (f': full model on {100 * full:.0f} %, cheap path on {100 * cheap:.0f} % of '
+                 'its last 300 results')
+    return line
+
+
 def _number(text):
     for kind in (int, float):
         try:

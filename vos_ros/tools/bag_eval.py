@@ -736,15 +736,11 @@ def print_summary(report, out):
         print(f'note: object(s) {report["unscored_objects"]} appear only after the first frame: '
               'not scored (the node is given the first-frame mask only)', file=sys.stderr)
     diagnostics = report.get('node_diagnostics') or {}
-    last = diagnostics.get('last') or {}
-    if last.get('backend'):
-        print(f'node: backend {last["backend"]}'
-              + (f' on {last["device"]}' if last.get('device') else '')
-              + (f', target_confidence {last["target_confidence"]:g}'
-                 if isinstance(last.get('target_confidence'), (int, float)) else '')
-              + (f', results full {100 * last["path_full_share"]:.0f} % / cheap '
-                 f'{100 * last["path_cheap_share"]:.0f} % (last 300)'
-                 if isinstance(last.get('path_cheap_share'), (int, float)) else ''))
+    from vos_ros.ros.client import describe_node_report
+
+    line = describe_node_report(diagnostics)
+    if line:
+        print(line)
     if diagnostics.get('lowered_messages'):
         print(f'note: the node fell behind the replay and lowered target_confidence (to '
               f'{diagnostics["lowest_effective_target"]:g} at the lowest) in '

@@ -25,6 +25,17 @@ from vos_ros.tools.cli import ToolParser
 DEFAULT_OUT = os.path.join('out', 'demo')
 
 
+def _target_number(text):
+    """``--target-confidence``: an int where the text is one (the node's parameter keeps the
+    type it is given), else a float; argparse reports anything else."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f'takes a number in 0..100 (or -1), got {text!r}')
+
+
 def build_parser():
     """Return the argument parser of vos_demo."""
     parser = ToolParser(
@@ -50,9 +61,10 @@ def build_parser():
     parser.add_argument('--backend', default='default',
                         help='vos_node backend parameter: default (the package default '
                              'pipeline, adaptive), adaptive, memory, embedding or flow')
-    parser.add_argument('--target-confidence', type=int, default=-1, metavar='T',
-                        help='vos_node target_confidence parameter, 0-100: the effort (100 = '
-                             'full model every frame; -1 = the backend default)')
+    parser.add_argument('--target-confidence', type=_target_number, default=-1, metavar='T',
+                        help='vos_node target_confidence parameter, 0-100, an integer or a '
+                             'decimal: the effort (100 = full model every frame; -1 = the '
+                             'backend default)')
     parser.add_argument('--model', default='', help='vos_node model_path parameter')
     parser.add_argument('--device', default='auto', help='vos_node device parameter')
     parser.add_argument('--resolution', type=int, default=-1,
@@ -255,6 +267,9 @@ def main(argv=None):
     try:
         if args.rate <= 0:
             raise ValueError(f'--rate must be > 0, got {args.rate}')
+        if args.target_confidence != -1 and not 0 <= args.target_confidence <= 100:
+            raise ValueError('--target-confidence must lie in 0..100 (or -1 = the backend '
+                             f'default), got {args.target_confidence:g}')
         clip = load_clip(args)
         os.makedirs(args.out, exist_ok=True)
         print(f'clip {clip.name}: {len(clip.frames)} frames '
@@ -302,19 +317,11 @@ def main(argv=None):
                           'node_log': os.path.join(args.out, 'node.log')}
     with open(os.path.join(args.out, 'summary.json'), 'w', encoding='utf-8') as handle:
         json.dump(summary, handle, indent=2)
-    if 'node_backend' in summary:
-        effort = ''
-        if isinstance(summary.get('node_target_confidence'), (int, float)):
-            effort = f', target_confidence {summary["node_target_confidence"]:g}'
-            if summary['node_lowered_target_reports']:
-                # the node lowered its effort to keep up with the camera: say how far
-                effort += (f' (lowered to keep up, {summary["node_effective_target"]:g} at '
-                           f'the end)')
-            effort += (f': full model on {100 * summary["node_path_full_share"]:.0f} %, '
-                       f'cheap path on {100 * summary["node_path_cheap_share"]:.0f} % of '
-                       'frames')
-        print(f'node: backend {summary["node_backend"]} on {summary.get("node_device", "?")}'
-              f'{effort}')
+    from vos_ros.ros.client import describe_node_report
+
+    line = describe_node_report(timings['node'])
+    if line:
+        print(line)
     print(f'answered {answered}/{len(clip.frames)} frames ({summary["frames_dropped"]} dropped '
           f'by the node\'s frame queue), output {summary["output_fps"]:.1f} FPS')
     if summary['frames_dropped']:
