@@ -109,3 +109,22 @@ def test_node_starts_from_config_file_with_every_key_declared(context):
     finally:
         node.stop()
         node.destroy_node()
+
+
+def test_a_misspelt_parameter_is_named_not_silently_ignored(capfd):
+    context = rclpy.Context()
+    rclpy.init(args=['vos_node', '--ros-args', '-p', 'targt_confidence:=70', '-p',
+                     'backend:=flow'], context=context)
+    try:
+        node = VosNode(context=context)
+        try:
+            # rclpy drops the override; the node keeps its default and says why
+            assert node.get_parameter('target_confidence').value == -1
+        finally:
+            node.stop()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    err = capfd.readouterr().err
+    assert "parameter 'targt_confidence' is not one of this node's: ignored" in err
+    assert "(did you mean 'target_confidence'?)" in err

@@ -40,16 +40,26 @@ def test_demo_writes_masks_video_and_scores(tmp_path, capsys, monkeypatch):
     assert video and os.path.getsize(video) > 0
 
 
-def test_demo_bad_arguments_give_one_line(tmp_path, capsys):
+def test_demo_bad_arguments_give_one_line(tmp_path, capsys, monkeypatch):
+    for name in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE'):
+        monkeypatch.setenv(name, os.environ[name])  # the demo sets its own domain: restore
     assert demo.main(['--video', str(tmp_path / 'missing.mp4'), '--out', str(tmp_path)]) == 1
     assert 'video file not found' in capsys.readouterr().err
     assert demo.main(['--rate', '0', '--out', str(tmp_path)]) == 1
     assert '--rate' in capsys.readouterr().err
     assert demo.main(['--target-confidence', '150', '--out', str(tmp_path)]) == 1
     assert 'must lie in 0..100' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        demo.main(['--target-confidence', 'high', '--out', str(tmp_path)])
-    assert "takes a number in 0..100 (or -1), got 'high'" in capsys.readouterr().err
+    assert demo.main(['--backend', 'flow', '--target-confidence', '70',
+                      '--out', str(tmp_path)]) == 1
+    assert 'flow is the cheap path itself' in capsys.readouterr().err
+    assert demo.main(['--domain-id', '500', '--frames', '3', '--out', str(tmp_path)]) == 1
+    assert "ROS_DOMAIN_ID='500' is not a domain id (0..232)" in capsys.readouterr().err
+    for text in ('high', 'nan', '1e400'):
+        with pytest.raises(SystemExit) as stop:
+            demo.main(['--target-confidence', text, '--out', str(tmp_path)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert 'argument --target-confidence:' in err and f'got {text!r}' in err
 
 
 def test_demo_target_keeps_the_type_given():

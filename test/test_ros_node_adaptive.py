@@ -172,3 +172,24 @@ def test_a_bad_parameter_says_what_it_takes():
     ranged = InvalidParameterValueException('diagnostics_period', 0.0, 'out of range')
     assert 'diagnostics_period takes a number in 0.1..60' in _parameter_hint(ranged)
     assert _parameter_hint(ValueError('no such file: x.png')) == ''
+
+
+def test_a_refused_parameter_is_one_plain_line():
+    from rclpy.exceptions import InvalidParameterTypeException
+    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.parameter import Parameter as RclpyParameter
+
+    from vos_ros.ros.node import _parameter_message
+
+    # rclpy's own wording, as a descriptor's range refuses a value at start-up
+    ranged = InvalidParameterValueException(
+        'target_confidence', 150, 'Parameter target_confidence out of range. Min: -1, Max: '
+        '100, value: 150')
+    assert _parameter_message(ranged) == ('parameter target_confidence: 150 is out of range; '
+                                          'target_confidence takes a number in -1..100 '
+                                          '(default -1)')
+    typed = InvalidParameterTypeException(
+        RclpyParameter('resolution', RclpyParameter.Type.STRING, 'abc'), 'INTEGER')
+    assert _parameter_message(typed) == ("parameter resolution: 'abc' is of type string; "
+                                         'resolution takes an integer in -1..8192 (default -1)')
+    assert _parameter_message(ValueError('no such file: x.png')) == 'no such file: x.png'

@@ -206,9 +206,12 @@ def test_bag_topic_frame_choice(tmp_path, capsys):
     discs = []
     with BagWriter(str(bag)) as writer:
         writer.add_topic('/camera/image')
+        writer.add_topic('/ground_truth')  # label maps, as vos_make_bag writes beside images
         for index, shift in enumerate((0, 25)):
             image, disc, _ = frame(shift=shift)
             writer.write('/camera/image', 1000 + index, image_msg(image, 1000 + index))
+            writer.write('/ground_truth', 1000 + index,
+                         image_msg(disc.astype(np.uint8), 1000 + index, encoding='mono8'))
             discs.append(disc)
     out = tmp_path / 'm.png'
     assert run(['--bag', bag, '--topic', '/camera/image', '--frame', 1,
@@ -217,7 +220,7 @@ def test_bag_topic_frame_choice(tmp_path, capsys):
     assert run(['--bag', bag, '--topic', '/nope', '--box', '1,1,9,9', '--out', out,
                 '--force']) == 1
     assert '/camera/image' in capsys.readouterr().err
-    # The bag's only image topic is used when --topic is left out.
+    # The bag's only camera topic is used when --topic is left out (not the label maps).
     out.unlink()
     assert run(['--bag', bag, '--box', bbox_text(discs[0]), '--out', out]) == 0
     assert iou(read_labels(out) == 1, discs[0]) > 0.8

@@ -222,7 +222,7 @@ def test_corrupt_bag_fails_with_message(tmp_path, clip):
 def test_not_a_bag_and_missing_topic(tmp_path, clip, capsys):
     folder = tmp_path / 'folder'
     folder.mkdir()
-    assert bag_eval.main([str(folder), '--out', str(tmp_path / 'o'), '--quiet']) != 0
+    assert bag_eval.main([str(folder), '--out', str(tmp_path / 'o'), '--quiet']) == 1
     assert 'metadata.yaml' in capsys.readouterr().err
     bag = write_bag(tmp_path / 'bag', clip)
     assert bag_eval.main([str(bag), '--out', str(tmp_path / 'o'), '--quiet',
@@ -233,7 +233,7 @@ def test_not_a_bag_and_missing_topic(tmp_path, clip, capsys):
 
 def test_no_ground_truth_needs_annotation(tmp_path, clip, capsys):
     bag = write_bag(tmp_path / 'bag', clip, ground_truth=False)
-    assert bag_eval.main([str(bag), '--out', str(tmp_path / 'o'), '--quiet']) != 0
+    assert bag_eval.main([str(bag), '--out', str(tmp_path / 'o'), '--quiet']) == 1
     assert '--annotation' in capsys.readouterr().err
 
 

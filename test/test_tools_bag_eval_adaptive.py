@@ -75,3 +75,16 @@ def test_a_node_that_lowered_its_target_is_reported(capsys):
     assert ('(lowered to keep up: 60 at the end, 50 at the lowest): full model on 25 %, '
             'cheap path on 70 % of its last 300 results') in captured.out
     assert 'lowered target_confidence (to 50 at the lowest) in 2 of its 3' in captured.err
+
+
+def test_node_report_names_paths_only_for_the_adaptive_backend():
+    from vos_ros.ros.client import describe_node_report
+
+    shares = {'path_full_share': 0.8, 'path_cheap_share': 0.0, 'device': 'cpu'}
+    flow = describe_node_report({'last': dict(shares, backend='flow')})
+    assert flow == 'node: backend flow on cpu'  # flow has no full model to share frames with
+    adaptive = describe_node_report({'last': dict(shares, backend='adaptive: memory',
+                                                  target_confidence=100)})
+    assert adaptive.endswith('target_confidence 100: full model on 80 %, cheap path on 0 % '
+                             'of its last 300 results')
+    assert describe_node_report({'last': {}}) is None

@@ -52,13 +52,13 @@ def test_target_100_equals_the_full_backend_and_lower_targets_use_the_cheap_path
     # it says what runs (with its progress bar, or when asked): full model, target, cheap path
     evaluate.evaluate_dataset(dataset, tmp_path / 'said', backend='embedding',
                               target_confidence=0, progress=False, announce=True)
-    assert ('backend adaptive (full embedding, target_confidence 0.0, cheap flow'
+    assert ('backend adaptive (full embedding, target_confidence 0, cheap flow'
             in capsys.readouterr().err)
     # at 100 no cheap path runs, so none is named
     evaluate.evaluate_dataset(dataset, tmp_path / 'said100', backend='embedding',
                               target_confidence=100, progress=False, announce=True)
     said = capsys.readouterr().err
-    assert 'backend adaptive (full embedding, target_confidence 100.0' in said
+    assert 'backend adaptive (full embedding, target_confidence 100,' in said
     assert 'cheap' not in said
     assert len(_masks(tmp_path / 'zero' / 'aa')) == 12
 
@@ -72,3 +72,17 @@ def test_bad_targets(dataset, tmp_path, capsys, args, message):
     code, out, err = _run([dataset, '--out', tmp_path / 'out'] + args, capsys)
     assert code != 0
     assert message in err and err.count('\n') == 1
+
+
+def test_target_minus_one_is_the_backend_default_as_on_the_node(dataset, tmp_path, capsys):
+    # flow with a target is refused; with -1 (= omitted) it runs as flow alone
+    code, out, err = _run([dataset, '--backend', 'flow', '--target-confidence', '-1',
+                           '--out', tmp_path / 'flow'], capsys)
+    assert code == 0, err
+    assert 'backend flow' in err and 'target_confidence' not in err
+    code, out, err = _run([dataset, '--backend', 'flow', '--target-confidence', '70',
+                           '--out', tmp_path / 'refused'], capsys)
+    assert code == 1 and 'flow is the cheap path itself' in err
+    code, out, err = _run([dataset, '--target-confidence', '-2', '--out', tmp_path / 'x'],
+                          capsys)
+    assert code == 1 and 'must lie in 0..100 (or -1), got -2' in err

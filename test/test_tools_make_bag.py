@@ -87,7 +87,7 @@ def test_dataset_root_with_sequence_and_0_255_masks(dataset, tmp_path):
 
 
 def test_dataset_root_needs_sequence(dataset, tmp_path, capsys):
-    assert make_bag.main([str(dataset), str(tmp_path / 'bag'), '--quiet']) != 0
+    assert make_bag.main([str(dataset), str(tmp_path / 'bag'), '--quiet']) == 1
     assert '--sequence' in capsys.readouterr().err
 
 
@@ -133,11 +133,11 @@ def test_existing_output_and_missing_source(dataset, tmp_path, capsys):
     seq_dir = dataset / 'JPEGImages' / '480p' / 'multi'
     out = tmp_path / 'bag'
     assert make_bag.main([str(seq_dir), str(out), '--quiet', '--max-frames', '2']) == 0
-    assert make_bag.main([str(seq_dir), str(out), '--quiet']) != 0
+    assert make_bag.main([str(seq_dir), str(out), '--quiet']) == 1
     assert 'already exists' in capsys.readouterr().err
     assert make_bag.main([str(seq_dir), str(out), '--quiet', '--overwrite']) == 0
     assert len(read_bag(out)['/image']) == FRAMES
-    assert make_bag.main([str(tmp_path / 'nothing'), str(tmp_path / 'b2'), '--quiet']) != 0
+    assert make_bag.main([str(tmp_path / 'nothing'), str(tmp_path / 'b2'), '--quiet']) == 1
     assert 'not found' in capsys.readouterr().err
 
 

@@ -255,7 +255,10 @@ def describe_node_report(summary):
                 line += f', {lowest:g} at the lowest'
             line += ')'
     full, cheap = last.get('path_full_share'), last.get('path_cheap_share')
-    if isinstance(full, (int, float)) and isinstance(cheap, (int, float)):
+    # only the adaptive backend has two paths (flow alone is the cheap path, memory alone the
+    # full model: their results all count as the backend's own step)
+    if str(last['backend']).startswith('adaptive') and isinstance(full, (int, float)) \
+            and isinstance(cheap, (int, float)):
         # the node counts paths over a window of its latest results (node.py, 300)
         line += (f': full model on {100 * full:.0f} %, cheap path on {100 * cheap:.0f} % of '
                  'its last 300 results')

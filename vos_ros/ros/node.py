@@ -12,6 +12,7 @@ session, so a slow model drops (and counts) stale frames instead of delaying the
 
 import argparse
 import collections
+import difflib
 import os
 import re
 import sys
@@ -52,6 +53,7 @@ from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
+from vos_ros.ros.client import check_ros_environment
 from vos_ros.ros.conversions import ConversionError
 from vos_ros.ros.conversions import array_to_image_msg
 from vos_ros.ros.conversions import compressed_msg_to_rgb
@@ -355,6 +357,17 @@ class VosNode(Node):
             descriptor = ParameterDescriptor(description=description, read_only=read_only,
                                              **extra)
             self.declare_parameter(name, default, descriptor)
+        # rclpy ignores an override of a parameter nobody declares: a misspelt name would
+        # silently leave the default in force, so say so (rclpy keeps the overrides it was
+        # given in _parameter_overrides; no public accessor).
+        unknown = sorted(set(getattr(self, '_parameter_overrides', {})) - set(PARAMETERS)
+                         - {'use_sim_time', 'start_type_description_service'})
+        for name in unknown:
+            close = difflib.get_close_matches(name, PARAMETERS, n=1)
+            self.get_logger().warning(
+                f"parameter {name!r} is not one of this node's: ignored"
+                + (f' (did you mean {close[0]!r}?)' if close else '')
+                + f'; it takes {", ".join(PARAMETERS)}')
 
     def _read_settings(self):
         """Return the parameter values, validated; ValueError names the bad parameter."""
@@ -403,8 +416,8 @@ class VosNode(Node):
             self._adaptive = AdaptiveBackend(full=backend, target_confidence=100)
         else:
             if target >= 0:
-                self.get_logger().info('parameter target_confidence has no effect with backend '
-                                       'flow (it is the cheap path itself)')
+                self.get_logger().warning('parameter target_confidence has no effect with '
+                                          'backend flow (it is the cheap path itself)')
             return backend
         self._default_target = self._adaptive.target_confidence
         self._requested_target = self._default_target if target < 0 else float(target)
@@ -470,7 +483,7 @@ class VosNode(Node):
         effective = requested - offset
         if effective != self._adaptive.target_confidence:
             if effective < self._adaptive.target_confidence:
-                self._log_throttled('info', 'effort', (
+                self._log_throttled('warning', 'effort', (
                     f'falling behind the camera: target_confidence lowered to {effective:g} '
                     f'(requested {requested:g})'), period=10.0)
             self._adaptive.set_target(effective)
@@ -653,7 +666,7 @@ class VosNode(Node):
                 status.message += (f'; target_confidence lowered to '
                                    f'{stats["effective_target"]:g} (requested '
                                    f'{stats["target_confidence"]:g})')
-            self._log_throttled('info', 'dropped', (
+            self._log_throttled('warning', 'dropped', (
                 f'dropped {stats["dropped"]} of {stats["received"]} frames so far: '
                 'inference is slower than the camera'), period=10.0)
         elif self._adaptive is not None and \
@@ -746,9 +759,36 @@ def _target_value(value):
     return float(value)
 
 
+def _parameter_message(error):
+    """One line for a start-up error; rclpy's refusals of a parameter reworded.
+
+    rclpy says ``Invalid parameter value (150) for parameter. Reason: Parameter
+    target_confidence out of range. Min: -1, Max: 100, value: 150: target_confidence``; this
+    says ``parameter target_confidence: 150 is out of range; target_confidence takes a number
+    in -1..100 (default -1)``. Other errors are returned as they are.
+    """
+    text = str(error)
+    hint = _parameter_hint(error)
+    if not hint:
+        return text
+    name = text.rsplit(':', 1)[-1].strip()
+    value = re.match(r'Invalid parameter value \((.*)\) for parameter\. Reason: (.*): ', text)
+    typed = re.match(r"Trying to set parameter '[^']*' to '(.*)' of type '(\w+)'", text)
+    if value:
+        why = 'is out of range' if 'out of range' in value.group(2) else \
+            f'is refused ({value.group(2)})'
+        return f'parameter {name}: {value.group(1)} {why}{hint}'
+    if typed:
+        kind = typed.group(2).lower().replace('_', ' ')
+        return f'parameter {name}: {typed.group(1)!r} is of type {kind}{hint}'
+    return text + hint
+
+
 def _parameter_hint(error):
     """'; PARAM takes ...' for rclpy's type and range errors, which name the parameter last
     (``...: target_confidence``) but not what it takes; '' for other errors."""
+    if not isinstance(error, ParameterException):
+        return ''
     name = str(error).rsplit(':', 1)[-1].strip()
     if name not in PARAMETERS:
         return ''
@@ -772,6 +812,11 @@ def main(argv=None):
         argv.insert(0, NODE_NAME)
     _parse_args(argv)
     try:
+        check_ros_environment()  # Fast DDS would exit with a raw error on a bad domain id
+    except VosError as error:
+        print(f'{NODE_NAME}: error: {error}', file=sys.stderr)
+        return EXIT_STARTUP_ERROR
+    try:
         rclpy.init(args=argv)
     except Exception as error:  # malformed --ros-args: rclpy's text says what is wrong
         print(f'{NODE_NAME}: error: invalid ROS arguments: {error}', file=sys.stderr)
@@ -783,7 +828,7 @@ def main(argv=None):
         return EXIT_OK
     except (ValueError, ParameterException, VosError) as error:
         # One clear line, no traceback: these are the user's settings or files.
-        print(f'{NODE_NAME}: error: {error}{_parameter_hint(error)}', file=sys.stderr)
+        print(f'{NODE_NAME}: error: {_parameter_message(error)}', file=sys.stderr)
         rclpy.try_shutdown()
         return EXIT_STARTUP_ERROR if isinstance(error, VosError) else EXIT_BAD_PARAMETER
     except Exception:

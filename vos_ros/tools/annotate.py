@@ -151,12 +151,17 @@ class BagSource(FrameSource):
 
     def __init__(self, path, topic):
         from vos_ros.tools.bagio import BagReader
+        from vos_ros.tools.bagio import GT_TOPIC
 
         self._bag = BagReader(path)
         images = sorted(name for name, (kind, _) in self._bag.topics().items()
                         if kind in (IMAGE_TYPE, COMPRESSED_TYPE))
         if topic is None:
-            # The usual camera bag has one image topic: no need to name it.
+            # The usual camera bag has one image topic: no need to name it. Label maps on
+            # vos_make_bag's ground-truth topic are not a camera's images.
+            cameras = [name for name in images if name != GT_TOPIC]
+            if len(cameras) == 1:
+                images = cameras
             if len(images) != 1:
                 self._bag.close()
                 raise ValueError(f'--bag needs --topic: bag {path} has '

@@ -45,7 +45,7 @@ from vos_ros.tools.cli import ToolParser
 NODE_NAME = 'vos_node'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 EXIT_OK = 0
-EXIT_ERROR = 2
+EXIT_ERROR = 1  # a bad value or file found after parsing (argparse exits 2), as every tool
 EXIT_NODE_FAILED = 3
 EXIT_INTERRUPTED = 130
 
@@ -89,7 +89,7 @@ def _image_header_and_size(msg, msgtype):
     return stamp, msg.header.frame_id, (int(msg.width), int(msg.height))
 
 
-def scan_bag(path, image_topic='/image', gt_topic='/ground_truth', progress=True):
+def scan_bag(path, image_topic='/image', gt_topic=bagio.GT_TOPIC, progress=True):
     """Read the bag once: image stamps, log times and sizes, ground-truth label maps."""
     from tqdm import tqdm
 
@@ -653,7 +653,7 @@ def build_parser():
     parser.add_argument('bag', help='rosbag2 folder (mcap or sqlite3)')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--image-topic', default='/image', help='image topic in the bag')
-    parser.add_argument('--gt-topic', default='/ground_truth',
+    parser.add_argument('--gt-topic', default=bagio.GT_TOPIC,
                         help='ground-truth label map topic in the bag (0/255 = object 1)')
     parser.add_argument('--annotation', help='first-frame label map PNG to use instead of the '
                         "first image's ground truth")
@@ -748,6 +748,7 @@ def print_summary(report, out):
               'reports: part of the run was segmented at less than the requested effort',
               file=sys.stderr)
     print(f'wrote {out}/report.json, masks/, latency.png'
+          + (', annotation.png' if os.path.exists(os.path.join(out, 'annotation.png')) else '')
           + (', jf_per_frame.png' if report['JF'] is not None else '')
           + (f', {os.path.basename(report["video"])}' if report.get('video') else '')
           + (', node.log' if os.path.exists(os.path.join(out, 'node.log')) else ''))

@@ -16,6 +16,8 @@ from vos_ros.core import image_codec
 from vos_ros.core.errors import DataError
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
+#: Where vos_make_bag writes the ground-truth label maps (and vos_bag_eval reads them).
+GT_TOPIC = '/ground_truth'
 STORAGES = ('mcap', 'sqlite3')
 #: rosbag2 metadata version written: 8 is what Jazzy's rosbag2 writes and reads.
 BAG_VERSION = 8

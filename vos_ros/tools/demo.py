@@ -20,6 +20,7 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
+from vos_ros.tools.cli import finite_float
 from vos_ros.tools.cli import ToolParser
 
 DEFAULT_OUT = os.path.join('out', 'demo')
@@ -28,12 +29,10 @@ DEFAULT_OUT = os.path.join('out', 'demo')
 def _target_number(text):
     """``--target-confidence``: an int where the text is one (the node's parameter keeps the
     type it is given), else a float; argparse reports anything else."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f'takes a number in 0..100 (or -1), got {text!r}')
+    try:
+        return int(text)
+    except ValueError:
+        return finite_float(text)  # refuses nan, inf and 1e400 as every numeric option
 
 
 def build_parser():
@@ -168,11 +167,13 @@ def _video_clip(path, limit):
 
 def play(clip, args, out):
     """Run the node on the clip; return (predictions, latencies_ms, timings dict)."""
+    from vos_ros.ros.client import check_ros_environment
     from vos_ros.ros.client import start_node
     from vos_ros.ros.client import use_local_dds
 
     # The demo and its node share a loopback-only domain of their own.
     use_local_dds(args.domain_id)
+    check_ros_environment()  # a bad --domain-id: one line, not a Fast DDS exit
     annotation_path = os.path.join(out, 'AnnotatedFrame.png')
     write_labels(annotation_path, clip.annotation)
     parameters = {'annotation_path': os.path.abspath(annotation_path), 'device': args.device,
@@ -270,6 +271,9 @@ def main(argv=None):
         if args.target_confidence != -1 and not 0 <= args.target_confidence <= 100:
             raise ValueError('--target-confidence must lie in 0..100 (or -1 = the backend '
                              f'default), got {args.target_confidence:g}')
+        if args.target_confidence != -1 and args.backend == 'flow':
+            raise ValueError('--target-confidence needs a backend with a full model (default, '
+                             'adaptive, memory, embedding); flow is the cheap path itself')
         clip = load_clip(args)
         os.makedirs(args.out, exist_ok=True)
         print(f'clip {clip.name}: {len(clip.frames)} frames '
@@ -335,7 +339,8 @@ def main(argv=None):
         print(f'J&F {summary["JF"]:.1f} (J {summary["J"]:.1f}, F {summary["F"]:.1f}; '
               'dropped frames hold the last mask)')
     print(f'wrote {args.out}/: AnnotatedFrame.png, masks/, '
-          f'{os.path.basename(video_path) if video_path else "(no video)"}, summary.json')
+          f'{os.path.basename(video_path) if video_path else "(no video)"}, summary.json'
+          + (', node.log' if os.path.exists(os.path.join(args.out, 'node.log')) else ''))
     return 0
 
 

@@ -384,6 +384,8 @@ def describe_pipeline(backend, working_resolution=None):
         shown.pop('cheap', None)  # the full model on every frame: no cheap path runs
     if 'resolution' not in shown and shown.get('default_resolution') is not None:
         shown['resolution'] = shown['default_resolution']
+    if isinstance(shown.get('target_confidence'), float):
+        shown['target_confidence'] = f'{shown["target_confidence"]:g}'  # 50, as the node says
     details = ', '.join(f'{key} {shown[key]}' for key in
                         ('full', 'target_confidence', 'cheap', 'version', 'resolution',
                          'device') if shown.get(key) not in (None, ''))
@@ -535,7 +537,8 @@ def _parser():
                              'cheap path: the memory model on a crop around its last result '
                              f'at {FLOW_BELOW:g}-99, flow under {FLOW_BELOW:g} and with other '
                              'models. Omitted: the default pipeline runs at its own target '
-                             f'({DEFAULT_TARGET}); --backend memory/embedding run every frame')
+                             f'({DEFAULT_TARGET}); --backend memory/embedding run every frame. '
+                             '-1: the same as omitted (the node\'s "backend default")')
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='output folder for masks and results.csv')
     parser.add_argument('--video', action='store_true',
@@ -552,8 +555,10 @@ def main(argv=None):
     try:
         if args.resolution is not None and args.resolution < 0:
             raise ValueError(f'--resolution must be >= 0, got {args.resolution}')
+        if args.target_confidence == -1:
+            args.target_confidence = None  # as vos_node's -1: the backend's own target
         if args.target_confidence is not None and not 0 <= args.target_confidence <= 100:
-            raise ValueError(f'--target-confidence must lie in 0..100, got '
+            raise ValueError(f'--target-confidence must lie in 0..100 (or -1), got '
                              f'{args.target_confidence:g}')
         names = args.sequences
         if args.sequences_file:

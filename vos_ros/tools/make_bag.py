@@ -129,7 +129,7 @@ def open_source(source, sequence=None, masks=None):
 
 
 def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
-             gt_topic='/ground_truth', frame_id='camera', encoding='rgb8', start_time=None,
+             gt_topic=bagio.GT_TOPIC, frame_id='camera', encoding='rgb8', start_time=None,
              max_frames=0, ground_truth=True, overwrite=False, progress=True):
     """Write ``source`` (a FrameSource) as a bag; return ``(images, ground_truth_count, size)``."""
     from tqdm import tqdm
@@ -203,7 +203,7 @@ def build_parser():
     parser.add_argument('--storage', choices=bagio.STORAGES, default='mcap',
                         help='rosbag2 storage format')
     parser.add_argument('--image-topic', default='/image', help='topic of the images')
-    parser.add_argument('--gt-topic', default='/ground_truth',
+    parser.add_argument('--gt-topic', default=bagio.GT_TOPIC,
                         help='topic of the ground-truth label maps')
     parser.add_argument('--no-ground-truth', action='store_true',
                         help='do not write ground truth even if masks exist')
@@ -234,13 +234,13 @@ def main(argv=None):
             progress=not args.quiet)
     except (VosError, ValueError, OSError) as error:
         print(f'vos_make_bag: error: {error}', file=sys.stderr)
-        return 2
+        return 1  # a bad value or file found after parsing (argparse exits 2), as every tool
     except KeyboardInterrupt:
         print('vos_make_bag: interrupted; the bag is incomplete', file=sys.stderr)
         return 130
     if not images:
         print(f'vos_make_bag: error: {source.description} has no frames', file=sys.stderr)
-        return 2
+        return 1
     fps = args.fps or source.fps or DEFAULT_FPS
     print(f'{args.out}: {images} images {size[0]}x{size[1]} {args.encoding} on '
           f'{args.image_topic} at {fps:g} Hz'
