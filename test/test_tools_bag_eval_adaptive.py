@@ -80,11 +80,12 @@ def test_a_node_that_lowered_its_target_is_reported(capsys):
 def test_node_report_names_paths_only_for_the_adaptive_backend():
     from vos_ros.ros.client import describe_node_report
 
-    shares = {'path_full_share': 0.8, 'path_cheap_share': 0.0, 'device': 'cpu'}
+    shares = {'path_full_share': 0.8, 'path_cheap_share': 0.0, 'path_given_share': 0.2,
+              'device': 'cpu'}
     flow = describe_node_report({'last': dict(shares, backend='flow')})
     assert flow == 'node: backend flow on cpu'  # flow has no full model to share frames with
     adaptive = describe_node_report({'last': dict(shares, backend='adaptive: memory',
                                                   target_confidence=100)})
-    assert adaptive.endswith('target_confidence 100: full model on 80 %, cheap path on 0 % '
-                             'of its last 300 results')
+    assert adaptive.endswith('target_confidence 100: full model on 80 %, cheap path on 0 %, '
+                             'given masks on 20 % of its last 300 results')
     assert describe_node_report({'last': {}}) is None

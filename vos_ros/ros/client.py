@@ -234,8 +234,9 @@ def describe_node_report(summary):
 
     For example ``node: backend adaptive: memory + roi/flow on cpu, target_confidence 70
     (lowered to keep up: 60 at the end, 50 at the lowest): full model on 25 %, cheap path on
-    70 % of its last 300 results``. Returns None when no report named a backend. Used by
-    ``vos_demo`` and ``vos_bag_eval``, so both say it alike.
+    70 %, given masks on 5 % of its last 300 results`` (the paths ``vos_eval`` counts).
+    Returns None when no report named a backend. Used by ``vos_demo`` and ``vos_bag_eval``,
+    so both say it alike.
     """
     last = (summary or {}).get('last') or {}
     if not last.get('backend'):
@@ -260,8 +261,11 @@ def describe_node_report(summary):
     if str(last['backend']).startswith('adaptive') and isinstance(full, (int, float)) \
             and isinstance(cheap, (int, float)):
         # the node counts paths over a window of its latest results (node.py, 300)
-        line += (f': full model on {100 * full:.0f} %, cheap path on {100 * cheap:.0f} % of '
-                 'its last 300 results')
+        given = last.get('path_given_share')
+        line += (f': full model on {100 * full:.0f} %, cheap path on {100 * cheap:.0f} %'
+                 + (f', given masks on {100 * given:.0f} %' if isinstance(given, (int, float))
+                    and given > 0 else '')
+                 + ' of its last 300 results')
     return line
 
 
