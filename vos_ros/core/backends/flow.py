@@ -420,7 +420,7 @@ class FlowBackend(Backend):
     def _near(self, warped):
         """Pixels within ``anchor_reach`` of the warped object ``warped`` (h×w), or None.
 
-        A dilation of its > 0.5 region by ``anchor_reach`` times the shorter side (None when
+        Its > 0.5 region grown by a disc of ``anchor_reach`` times the shorter side (None when
         the reach is unlimited). On 22 DAVIS-2016 train sequences (flow protocol): 0.15 took
         J&F from 61.38 to 62.12, no sequence lower by more than 0.1 (mallard-water 37.0 ->
         46.4); 0.025 / 0.075 / 0.25: 62.14 / 61.94 / 61.97; zero weight instead of
@@ -429,11 +429,13 @@ class FlowBackend(Backend):
         if self.anchor_reach is None:
             return None
         radius = int(round(self.anchor_reach * min(warped.shape)))
-        inside = (warped > 0.5).astype(np.uint8)
-        if radius > 0:
-            inside = cv2.dilate(inside, cv2.getStructuringElement(
-                cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-        return inside.astype(bool)
+        outside = (warped <= 0.5).astype(np.uint8)
+        if not outside.all():
+            # Euclidean distance to the object, then a threshold: a disc dilation in linear
+            # time (a 61 px elliptical kernel took 6 ms a frame at 200 px, this about 1).
+            distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            return distance <= radius
+        return np.zeros(warped.shape, bool)
 
     def _drop_lost(self, colour, probs):
         """Drop objects shrunk to a remnant whose colours look like the background's.
