@@ -297,3 +297,32 @@ def test_anchor_does_not_grow_the_object_far_from_it(anchor_reach, grows):
     assert (far > 0.5) == grows, far
     with pytest.raises(ValueError, match='anchor_reach'):
         FlowBackend(anchor_reach=-0.1)
+
+
+def test_near_the_object_is_a_disc_and_repeatable():
+    backend = FlowBackend(anchor_reach=0.25)  # 0.25 of 96 px: a 24 px reach
+    warped = np.zeros((96, 128), np.float32)
+    warped[40:50, 60:70] = 1.0
+    near = backend._near(warped)
+    assert near[45, 65] and near[45, 69 + 24] and not near[45, 69 + 27]
+    # a disc, not a square: the corner 24 px away along each axis is out of reach
+    assert not near[49 + 24, 69 + 24] and near[49 + 16, 69 + 16]
+    for _ in range(50):  # the same answer every call (OpenCV's precise mode varied with
+        np.random.rand(300, 300)  # what the heap held before: churn it)
+        np.testing.assert_array_equal(backend._near(warped), near)
+    assert not backend._near(np.zeros((96, 128), np.float32)).any()
+    assert FlowBackend(anchor_reach=None)._near(warped) is None
+
+
+def test_flow_results_repeat_bit_for_bit():
+    clip = make_clip(num_frames=14, width=128, height=96, num_objects=2, seed=2,
+                     object_ids=[1, 2], speed=0.6)
+
+    def run():
+        session = Session(FlowBackend(quality='accurate'))
+        return [r.probs for _, r in session.propagate(clip.frames, clip.masks[0])]
+
+    first = run()
+    for _ in range(12):  # a varying step showed in a third of the runs
+        for a, b in zip(first, run()):
+            np.testing.assert_array_equal(a, b)
