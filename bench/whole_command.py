@@ -63,9 +63,21 @@ def _scores(out_dir):
     return {key: scores.get(key) for key in ('JF', 'J', 'F')}, record.get('frames')
 
 
-def run_command(executable, dataset, selection, arguments, out_dir):
+def vos_eval_command(executable=None):
+    """The argv prefix that runs vos_eval: ``executable``, else the console script beside
+    this Python (a venv), else ``python -m vos_ros.tools.evaluate`` (a colcon install keeps
+    its scripts elsewhere)."""
+    if executable:
+        return [executable]
+    beside = os.path.join(os.path.dirname(sys.executable), 'vos_eval')
+    if os.access(beside, os.X_OK):
+        return [beside]
+    return [sys.executable, '-m', 'vos_ros.tools.evaluate']
+
+
+def run_command(prefix, dataset, selection, arguments, out_dir):
     """Run one vos_eval command; return (wall seconds, scores dict, frames)."""
-    command = [executable, dataset, *selection, *arguments, '--out', out_dir, '--no-progress']
+    command = [*prefix, dataset, *selection, *arguments, '--out', out_dir, '--no-progress']
     tic = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - tic
@@ -113,7 +125,8 @@ def _parser():
                              + ' '.join(repr(c) for c in DEFAULT_CONFIGS) + ')')
     parser.add_argument('--rounds', type=int, default=2, help='rounds (default: 2)')
     parser.add_argument('--vos-eval', default=None,
-                        help='vos_eval executable (default: the one beside this Python)')
+                        help='vos_eval executable (default: the one beside this Python, '
+                             'else python -m vos_ros.tools.evaluate)')
     parser.add_argument('--out', default='out/whole_command', help='output folder')
     return parser
 
@@ -133,7 +146,7 @@ def main(argv=None):
     except ValueError as error:
         print(f'whole_command: error: {error}', file=sys.stderr)
         return 1
-    executable = args.vos_eval or os.path.join(os.path.dirname(sys.executable), 'vos_eval')
+    prefix = vos_eval_command(args.vos_eval)
     selection = []
     if args.sequences_file:
         selection = ['--sequences-file', args.sequences_file]
@@ -146,7 +159,7 @@ def main(argv=None):
         for index in range(args.rounds):
             for label, _ in round_order(configs, index):
                 wall, scores, frames = run_command(
-                    executable, args.dataset, selection, arguments[label],
+                    prefix, args.dataset, selection, arguments[label],
                     os.path.join(args.out, f'{label}_run'))
                 rows.append({'round': index, 'config': label,
                              'arguments': shlex.join(arguments[label]), 'wall_s': wall,

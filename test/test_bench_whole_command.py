@@ -36,6 +36,21 @@ def test_rounds_alternate_and_ratios_use_the_same_round(whole_command):
     assert whole_command.parse_config('default=') == ('default', [])
     with pytest.raises(ValueError):
         whole_command.parse_config('--backend flow')
+    assert whole_command.vos_eval_command('/opt/x/vos_eval') == ['/opt/x/vos_eval']
+
+
+def test_vos_eval_found_in_a_venv_or_run_as_a_module(whole_command, tmp_path, monkeypatch):
+    venv_bin = tmp_path / 'bin'
+    venv_bin.mkdir()
+    script = venv_bin / 'vos_eval'
+    script.write_text('#!/bin/sh\n')
+    script.chmod(0o755)
+    monkeypatch.setattr(whole_command.sys, 'executable', str(venv_bin / 'python'))
+    assert whole_command.vos_eval_command() == [str(script)]
+    # a colcon install keeps its scripts away from the interpreter: run the module
+    monkeypatch.setattr(whole_command.sys, 'executable', str(tmp_path / 'python3'))
+    assert whole_command.vos_eval_command() == [str(tmp_path / 'python3'), '-m',
+                                                'vos_ros.tools.evaluate']
 
 
 def test_runs_vos_eval_commands_and_writes_the_table(whole_command, tmp_path, capsys):
