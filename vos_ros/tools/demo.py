@@ -15,6 +15,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from vos_ros.core.backends.adaptive import check_target
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
 from vos_ros.core.labels import overlay
@@ -268,9 +269,8 @@ def main(argv=None):
     try:
         if args.rate <= 0:
             raise ValueError(f'--rate must be > 0, got {args.rate}')
-        if args.target_confidence != -1 and not 0 <= args.target_confidence <= 100:
-            raise ValueError('--target-confidence must lie in 0..100 (or -1 = the backend '
-                             f'default), got {args.target_confidence:g}')
+        if args.target_confidence != -1:  # -1: the backend default, as on the node
+            check_target(args.target_confidence, '--target-confidence')
         if args.target_confidence != -1 and args.backend == 'flow':
             raise ValueError('--target-confidence needs a backend with a full model (default, '
                              'adaptive, memory, embedding); flow is the cheap path itself')
