@@ -27,6 +27,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 #: The issue's three commands: (label, vos_eval arguments). The first is the baseline.
@@ -95,7 +96,7 @@ def _plot(path, rows, labels, title):
     import numpy as np
 
     rounds = sorted({row['round'] for row in rows})
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / len(labels)
     for offset, label in enumerate(labels):
         walls = [next((r['wall_s'] for r in rows if r['round'] == n and r['config'] == label),
@@ -104,8 +105,10 @@ def _plot(path, rows, labels, title):
     axis.set_xticks(np.arange(len(rounds)) + 0.4 - width / 2)
     axis.set_xticklabels([f'round {n + 1}' for n in rounds])
     axis.set_ylabel('wall clock of the whole command (s)')
-    axis.set_title(title, fontsize=9)
-    axis.legend()
+    # wrapped: with five commands the ratios ran past the figure's edge
+    axis.set_title('\n'.join(textwrap.wrap(title, 90)), fontsize=9)
+    # beside the axes: inside, the legend hid the tallest bars
+    axis.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize='small')
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

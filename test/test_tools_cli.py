@@ -1,5 +1,9 @@
-"""Bad numbers on every tool's command line: one line naming the argument, non-zero exit."""
+"""Bad numbers on every tool's command line: one line naming the argument, non-zero exit.
 
+And the tools' progress bars, on a terminal and in a log.
+"""
+
+import io
 import subprocess
 import sys
 
@@ -15,6 +19,7 @@ from vos_ros.tools import export
 from vos_ros.tools import make_bag
 from vos_ros.tools import train
 from vos_ros.tools.cli import finite_numbers
+from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import protect_negative_lists
 
 TOOLS = {
@@ -130,3 +135,35 @@ def test_help_shows_only_defaults_that_say_something_and_no_rest_quoting():
     assert 'frame index (default: 0)' in ' '.join(text.split())
     assert '(default: 1,2)' not in text  # its help names the default already
     assert '``' not in text and 'tool: does x.' in text and 'Use --a.' in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_in_a_log_writes_whole_lines():
+    log = io.StringIO()
+    for _ in progress_bar(range(5), stream=log, desc='work', mininterval=0, delay=0):
+        pass
+    lines = log.getvalue().split('\n')
+    assert '\r' not in log.getvalue()
+    assert lines[-1] == '' and len(lines) > 2
+    assert all(line.startswith('work:') for line in lines[:-1])
+    assert '5/5' in lines[-2]
+    # work that ends before the interval writes nothing to a log
+    quiet = io.StringIO()
+    for _ in progress_bar(range(50), stream=quiet, desc='quick'):
+        pass
+    assert quiet.getvalue() == ''
+    bar = progress_bar(total=3, stream=quiet, enabled=False, mininterval=0, delay=0)
+    bar.update(3)
+    bar.close()
+    assert quiet.getvalue() == ''
+
+
+def test_progress_bar_on_a_terminal_redraws_in_place():
+    terminal = _Terminal()
+    for _ in progress_bar(range(3), stream=terminal, desc='work', mininterval=0):
+        pass
+    assert '\r' in terminal.getvalue() and '3/3' in terminal.getvalue()

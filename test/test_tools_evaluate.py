@@ -352,3 +352,58 @@ def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path,
     assert 'vos_eval: backend flow (resolution 200, device cpu), working size 64 px' in stderr
     record = json.loads((tmp_path / 'sized' / 'run.json').read_text())
     assert record['backend']['working_resolution'] == 64
+
+
+def _rows_without_fps(path):
+    _, rows = _read_csv(path)
+    return [{key: value for key, value in row.items() if key != 'fps'} for row in rows]
+
+
+def test_jobs_run_sequences_in_processes_with_the_same_results(dataset, tmp_path, capsys):
+    root, clips = dataset
+    alone, together = tmp_path / 'one', tmp_path / 'two'
+    code, _, stderr = _run([root, '--out', alone], capsys)
+    assert code == 0, stderr
+    code, stdout, stderr = _run([root, '--out', together, '--jobs', '2'], capsys)
+    assert code == 0, stderr
+    assert 'J&F' in stdout
+    # the same scores, in the order asked for (not the order the processes finished in)
+    assert _rows_without_fps(together / 'results.csv') == _rows_without_fps(
+        alone / 'results.csv')
+    for name, clip in clips.items():
+        for index in range(len(clip)):
+            file_name = f'{index:05d}.png'
+            np.testing.assert_array_equal(read_labels(together / name / file_name),
+                                          read_labels(alone / name / file_name))
+    record = json.loads((together / 'run.json').read_text())
+    assert record['finished'] is True and record['jobs'] == 2
+    assert record['wall_seconds'] > 0
+    assert json.loads((alone / 'run.json').read_text())['jobs'] == 1
+
+
+def test_jobs_error_in_a_process_stops_the_run(tmp_path, dataset, capsys):
+    root = _copy(dataset, tmp_path)
+    out = tmp_path / 'o'
+    broken = root / 'JPEGImages' / '480p' / 'bb' / '00003.jpg'
+    broken.write_bytes(b'\xff\xd8 not really a jpeg')
+    _assert_error([root, '--out', out, '--backend', 'flow', '--jobs', '2'], capsys,
+                  str(broken))
+    assert not (out / 'results.csv').exists()
+    assert json.loads((out / 'run.json').read_text())['finished'] is False
+    if (out / 'results.partial.csv').exists():
+        _, rows = _read_csv(out / 'results.partial.csv')
+        assert {r['sequence'] for r in rows} <= {'aa', 'cc'}
+
+
+def test_jobs_arguments(tmp_path, dataset, capsys):
+    root = dataset[0]
+    _assert_error([root, '--jobs', '-1', '--out', tmp_path / 'o'], capsys, 'jobs')
+    backend = evaluate.make_backend('flow')
+    with pytest.raises(ValueError, match='backend name'):
+        evaluate.evaluate_dataset(root, tmp_path / 'b', backend=backend, jobs=2,
+                                  progress=False)
+    # one sequence: no process is started, whatever --jobs says
+    results, _ = evaluate.evaluate_dataset(root, tmp_path / 'c', sequences=['aa'],
+                                           backend='flow', jobs=0, progress=False)
+    assert [r.name for r in results] == ['aa']
+    assert json.loads((tmp_path / 'c' / 'run.json').read_text())['jobs'] == 1

@@ -40,6 +40,7 @@ from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import resize_labels
 from vos_ros.core.labels import write_labels
 from vos_ros.tools import bagio
+from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
 
 NODE_NAME = 'vos_node'
@@ -91,8 +92,6 @@ def _image_header_and_size(msg, msgtype):
 
 def scan_bag(path, image_topic='/image', gt_topic=bagio.GT_TOPIC, progress=True):
     """Read the bag once: image stamps, log times and sizes, ground-truth label maps."""
-    from tqdm import tqdm
-
     plan = BagPlan()
     with bagio.BagReader(path) as reader:
         plan.path = reader.path
@@ -116,7 +115,7 @@ def scan_bag(path, image_topic='/image', gt_topic=bagio.GT_TOPIC, progress=True)
         plan.ignored_topics = sorted(set(topics) - set(wanted))
         gt_messages = []          # (header stamp, log time, labels)
         total = sum(topics[t][1] for t in wanted)
-        bar = tqdm(total=total, unit='msg', desc='reading bag', disable=not progress)
+        bar = progress_bar(total=total, unit='msg', desc='reading bag', enabled=progress)
         try:
             for topic, log_time, msg in reader.messages(wanted):
                 bar.update(1)
@@ -335,8 +334,6 @@ def _drain(ros, replay, keep_raw):
 
 def run_replay(args, plan, ros, node, annotation, progress=True):
     """Publish the images with their timing and collect the replies; returns a Replay."""
-    from tqdm import tqdm
-
     replay = Replay(plan)
     keep_raw = bool(args.record)
     if not ros.wait_for_node(args.startup_timeout, node):
@@ -353,7 +350,7 @@ def run_replay(args, plan, ros, node, annotation, progress=True):
         # reverse direction (node -> us) a moment too.
         time.sleep(0.5)
 
-    bar = tqdm(total=len(plan), unit='frame', desc='replaying', disable=not progress)
+    bar = progress_bar(total=len(plan), unit='frame', desc='replaying', enabled=progress)
     start = time.monotonic()
     cpu_start = time.process_time()
     replay.started = start
@@ -518,13 +515,11 @@ def plot_jf(path, summary):
 
 def write_video(path, bag_path, plan, preds, fps, answered=None, progress=True):
     """Write image | prediction overlay | ground truth; return the file written."""
-    from tqdm import tqdm
-
     from vos_ros.core.labels import overlay
     from vos_ros.core.video import side_by_side
     from vos_ros.core.video import VideoWriter
 
-    bar = tqdm(total=len(preds), unit='frame', desc='video', disable=not progress)
+    bar = progress_bar(total=len(preds), unit='frame', desc='video', enabled=progress)
     with VideoWriter(path, fps=fps) as writer:
         for index, rgb in iter_rgb(bag_path, plan):
             if index >= len(preds):
@@ -553,8 +548,6 @@ def record_bag(path, replay, topic, storage):
 def write_outputs(args, plan, replay, annotation_path, node, domain, progress=True,
                   annotation=None):
     """Write masks, report.json, plots, video (and the recorded bag); return the report."""
-    from tqdm import tqdm
-
     out = args.out
     preds = predictions(plan, replay)
     mask_dir = os.path.join(out, 'masks')
@@ -563,8 +556,8 @@ def write_outputs(args, plan, replay, annotation_path, node, domain, progress=Tr
         # A previous run's extra masks would be mistaken for this run's.
         if name.endswith('.png') and name[:-4].isdigit():
             os.remove(os.path.join(mask_dir, name))
-    for index, labels in enumerate(tqdm(preds, unit='mask', desc='masks',
-                                        disable=not progress)):
+    for index, labels in enumerate(progress_bar(preds, unit='mask', desc='masks',
+                                                enabled=progress)):
         write_labels(os.path.join(mask_dir, f'{index:05d}.png'), labels)
     ambiguous = replay.matcher.ambiguous_frames
     summary = score(plan, preds, annotation, skip=ambiguous)

@@ -1,4 +1,4 @@
-"""What every console tool's command line shares: finite numbers and one-line errors.
+"""What every console tool's command line shares: finite numbers, one-line errors, progress.
 
 ``ToolParser`` is ``argparse.ArgumentParser`` with three differences:
 
@@ -14,6 +14,9 @@ import argparse
 import math
 import re
 import sys
+
+#: Seconds between two progress lines where stderr is not a terminal (a log file, a pipe).
+LOG_PROGRESS_INTERVAL = 30.0
 
 #: A token like -20,10,90,90 or -inf,3: a number list, which argparse would take for an option.
 _NEGATIVE_LIST = re.compile(r'^-(?:[\d.]|inf|nan)[^,\s]*(?:,[^,\s]*)+$', re.IGNORECASE)
@@ -90,3 +93,43 @@ class ToolParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+class _LogLines:
+    """A file for tqdm that writes each refresh as a line of its own.
+
+    A terminal redraws the bar in place after '\\r'; a log file or a pipe would keep every
+    refresh on one ever-growing line.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        text = text.replace('\r', '').strip()
+        if text:
+            self.stream.write(text + '\n')
+
+    def flush(self):
+        self.stream.flush()
+
+
+def progress_bar(iterable=None, enabled=True, stream=None, **options):
+    """Return a tqdm progress bar on ``stream`` (default stderr); ``enabled`` False hides it.
+
+    On a terminal it is tqdm's bar. Elsewhere (stderr sent to a log file or a pipe, as under
+    ``nohup`` or a launch file) it writes one plain line at most every
+    ``LOG_PROGRESS_INTERVAL`` seconds, and nothing for work that ends sooner. ``options`` go
+    to tqdm (``total``, ``desc``, ``unit``, ...).
+    """
+    from tqdm import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, 'isatty', None)
+    if enabled and not (isatty is not None and isatty()):
+        options.setdefault('mininterval', LOG_PROGRESS_INTERVAL)
+        options.setdefault('delay', LOG_PROGRESS_INTERVAL)
+        options.pop('dynamic_ncols', None)
+        options.setdefault('ncols', 100)
+        stream = _LogLines(stream)
+    return tqdm(iterable, disable=not enabled, file=stream, **options)

@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from vos_ros.core.backends.adaptive import check_target
 from vos_ros.core.errors import DataError
@@ -22,6 +21,7 @@ from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
 from vos_ros.tools.cli import finite_float
+from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
 
 DEFAULT_OUT = os.path.join('out', 'demo')
@@ -138,7 +138,8 @@ def _sequence_clip(directory, name, limit):
         sequence = Sequence(os.path.basename(directory), frames, os.sep.join(parts))
     count = len(sequence) if limit is None else min(limit, len(sequence))
     frames = [read_image(path)
-              for path in tqdm(sequence.frame_paths[:count], desc='reading', leave=False)]
+              for path in progress_bar(sequence.frame_paths[:count], desc='reading',
+                                       leave=False)]
     annotation = sequence.read_mask(0) if sequence.has_mask(0) else None
     truth = None
     if all(sequence.has_mask(i) for i in range(count)):
@@ -202,7 +203,8 @@ def play(clip, args, out):
         keys = []
         base = time.time()
         begin = time.monotonic()
-        for index, frame in enumerate(tqdm(clip.frames, desc='playing', unit='frame')):
+        for index, frame in enumerate(progress_bar(clip.frames, desc='playing',
+                                                   unit='frame')):
             wake = begin + index * period
             delay = wake - time.monotonic()
             if delay > 0:

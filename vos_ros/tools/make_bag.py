@@ -132,7 +132,7 @@ def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
              gt_topic=bagio.GT_TOPIC, frame_id='camera', encoding='rgb8', start_time=None,
              max_frames=0, ground_truth=True, overwrite=False, progress=True):
     """Write ``source`` (a FrameSource) as a bag; return ``(images, ground_truth_count, size)``."""
-    from tqdm import tqdm
+    from vos_ros.tools.cli import progress_bar
 
     if fps is None:
         fps = source.fps or DEFAULT_FPS
@@ -153,7 +153,7 @@ def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
         writer.add_topic(image_topic)
         if ground_truth and source.masks:
             writer.add_topic(gt_topic)
-        bar = tqdm(total=total, unit='frame', desc='vos_make_bag', disable=not progress)
+        bar = progress_bar(total=total, unit='frame', desc='vos_make_bag', enabled=progress)
         try:
             for key, rgb in source.frames:
                 if max_frames and images >= max_frames:

@@ -30,6 +30,7 @@ from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
+from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
 
 #: Input normalisation (ImageNet statistics, 0..255 scale) stored in the model's metadata.
@@ -131,12 +132,10 @@ def _resize_pair(image, labels, resolution):
 
 def load_davis_sequences(root, names, resolution, progress=True):
     """Load whole sequences (frames + masks) at ``resolution``; DataError names bad files."""
-    from tqdm import tqdm
-
     dataset = Dataset(root)
     sequences = []
-    for name in tqdm(names, desc=f'loading {os.path.basename(os.path.normpath(root))}',
-                     disable=not progress, unit='seq'):
+    for name in progress_bar(names, desc=f'loading {os.path.basename(os.path.normpath(root))}',
+                             enabled=progress, unit='seq'):
         sequence = dataset.sequence(name)
         frames, masks = [], []
         for index in range(len(sequence)):
@@ -679,8 +678,6 @@ def train(args):
     """Run training as configured by parsed ``args``; returns the path of last.pt."""
     import torch
     from torch import distributed
-    from tqdm import tqdm
-
     from vos_ros.core.device import resolve_device
     from vos_ros.core.models import build_model
 
@@ -737,8 +734,8 @@ def train(args):
     net.train()
     means = RunningMeans(('loss', 'nn_acc', 'pair_iou'), skip_nan=('pair_iou',))
     iteration = start
-    progress = tqdm(total=total, initial=start, desc='training', unit='it',
-                    disable=not main_rank, dynamic_ncols=True)
+    progress = progress_bar(total=total, initial=start, desc='training', unit='it',
+                            enabled=main_rank, dynamic_ncols=True)
     for batch in loader:
         lr = _lr_at(iteration, total, args.lr)
         for group in optimizer.param_groups:

@@ -42,6 +42,7 @@ from vos_ros.core.interactive import crop_window
 from vos_ros.core.interactive import disc_map
 from vos_ros.core.interactive import next_click
 from vos_ros.core.interactive import warp_crop
+from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
 from vos_ros.tools.train import _save_atomic
 from vos_ros.tools.train import MEAN
@@ -317,8 +318,6 @@ def _loss(torch, logits, truth):
 def train(args):
     """Run the training; return ``(checkpoint path, iteration reached)``."""
     import torch
-    from tqdm import tqdm
-
     from vos_ros.core.models.box_net import BoxNet
 
     if args.crop % 16 or args.crop < 64:
@@ -392,8 +391,8 @@ def train(args):
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     start = time.monotonic()
-    progress = tqdm(total=args.iters, initial=iteration, desc='vos_train_box', unit='it',
-                    disable=args.no_progress, dynamic_ncols=True)
+    progress = progress_bar(total=args.iters, initial=iteration, desc='vos_train_box',
+                            unit='it', enabled=not args.no_progress, dynamic_ncols=True)
     prefetcher = Prefetcher(sampler, iteration, args.iters, args.batch_size)
     try:
         model.train()

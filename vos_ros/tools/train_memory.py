@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from vos_ros.core.errors import DataError
+from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.train import _lr_at
 from vos_ros.tools.train import check_counts
 from vos_ros.tools.train import crop_window
@@ -52,8 +53,6 @@ def load_static_images(root, resolution, progress=True):
     Images are scaled so their shorter side is at most ``resolution``. Raises DataError when
     the folder has no image/mask pairs.
     """
-    from tqdm import tqdm
-
     from vos_ros.core.davis import read_image
     from vos_ros.core.labels import read_labels
 
@@ -62,8 +61,8 @@ def load_static_images(root, resolution, progress=True):
         raise DataError(f'{root}: expected images/ and masks/ folders (ECSSD layout)')
     items = []
     names = sorted(n for n in os.listdir(image_dir) if n.lower().endswith(('.jpg', '.png')))
-    for name in tqdm(names, desc=f'loading {os.path.basename(os.path.normpath(root))}',
-                     disable=not progress, unit='img'):
+    for name in progress_bar(names, desc=f'loading {os.path.basename(os.path.normpath(root))}',
+                             enabled=progress, unit='img'):
         mask_path = os.path.join(mask_dir, os.path.splitext(name)[0] + '.png')
         if not os.path.isfile(mask_path):
             continue
@@ -392,8 +391,6 @@ def train(args):
     """Train (or resume) a memory model as ``args`` says; returns (last.pt, iteration)."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
     from vos_ros.core.device import resolve_device
     from vos_ros.core.models.memory_net import MEMORY_ARCHS
 
@@ -453,8 +450,8 @@ def train(args):
         stage.eval()
     means = RunningMeans(('loss', 'iou'), skip_nan=('iou',))
     iteration = start
-    progress = tqdm(total=total, initial=start, desc='training memory model', unit='it',
-                    dynamic_ncols=True)
+    progress = progress_bar(total=total, initial=start, desc='training memory model',
+                            unit='it', dynamic_ncols=True)
     for batch in loader:
         lr = _lr_at(iteration, total, args.lr)
         for group in optimizer.param_groups:
