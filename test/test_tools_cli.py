@@ -6,6 +6,7 @@ And the tools' progress bars, on a terminal and in a log.
 import io
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -167,3 +168,33 @@ def test_progress_bar_on_a_terminal_redraws_in_place():
     for _ in progress_bar(range(3), stream=terminal, desc='work', mininterval=0):
         pass
     assert '\r' in terminal.getvalue() and '3/3' in terminal.getvalue()
+
+
+class _TimedLog(io.StringIO):
+    """A log that notes when each line arrived."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def write(self, text):
+        self.times.append(time.monotonic())
+        return super().write(text)
+
+
+def test_progress_bar_in_a_log_keeps_its_interval():
+    log = _TimedLog()
+    bar = progress_bar(total=120, stream=log, desc='work', mininterval=0.4, delay=0.4)
+    # tqdm's monitor thread would otherwise refresh it every 10 s, under the log's interval
+    assert bar.maxinterval == 0.4
+    for index in range(120):
+        if index % 10 == 0:
+            bar.set_description(f'part {index // 10}', refresh=False)
+        time.sleep(0.01)
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert 2 <= len(lines) <= 5, lines
+    # the last line is the closing one; the others keep the interval
+    gaps = [b - a for a, b in zip(log.times[:-2], log.times[1:-1])]
+    assert all(gap >= 0.35 for gap in gaps), gaps

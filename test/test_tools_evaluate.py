@@ -407,3 +407,59 @@ def test_jobs_arguments(tmp_path, dataset, capsys):
                                            backend='flow', jobs=0, progress=False)
     assert [r.name for r in results] == ['aa']
     assert json.loads((tmp_path / 'c' / 'run.json').read_text())['jobs'] == 1
+
+
+def test_progress_in_a_log_stays_quiet_for_a_short_run(dataset, tmp_path, capsys):
+    # stderr is not a terminal here, as in a log: work under the 30 s interval writes no
+    # progress line at all (not one per sequence)
+    root = dataset[0]
+    for extra in ([], ['--jobs', '2', '--backend', 'flow']):
+        code = evaluate.main([str(root), '--out', str(tmp_path / 'o'), *extra])
+        stderr = capsys.readouterr().err
+        assert code == 0, stderr
+        assert 'vos_eval: backend' in stderr
+        assert '%|' not in stderr and 'frame/s' not in stderr, stderr
+
+
+def test_sigterm_stops_the_processes_and_keeps_what_finished(dataset, tmp_path):
+    import signal
+    import time as clock
+
+    root = _copy(dataset, tmp_path)
+    # a long sequence so that the run is still going when the signal comes
+    long_clip = make_clip(num_frames=400, num_objects=1, seed=24, **SIZE)
+    write_davis(root, 'zz', long_clip, masks='first')
+    out = tmp_path / 'o'
+    script = shutil.which('vos_eval', path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, '-m', 'vos_ros.tools.evaluate']
+    process = subprocess.Popen(
+        command + [str(root), '--out', str(out), '--backend', 'flow', '--jobs', '2',
+                   '--sequences', 'zz', 'aa', 'bb', 'cc', '--no-progress'],
+        stderr=subprocess.PIPE, text=True)
+    deadline = clock.monotonic() + 60
+    while not (out / 'aa' / '00006.png').exists() and clock.monotonic() < deadline:
+        clock.sleep(0.1)
+    clock.sleep(1.0)  # let the short ones be scored
+    children = subprocess.run(['pgrep', '-P', str(process.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert children  # the worker processes (and multiprocessing's resource tracker)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert 'vos_eval: terminated' in stderr
+    assert not (out / 'results.csv').exists()
+    _, rows = _read_csv(out / 'results.partial.csv')
+    assert 'zz' not in {r['sequence'] for r in rows} and rows
+    # no worker is left behind
+    deadline = clock.monotonic() + 10
+    while clock.monotonic() < deadline and any(_alive(pid) for pid in children):
+        clock.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as handle:
+            return handle.read().split(')')[-1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False

@@ -128,7 +128,11 @@ def progress_bar(iterable=None, enabled=True, stream=None, **options):
     isatty = getattr(stream, 'isatty', None)
     if enabled and not (isatty is not None and isatty()):
         options.setdefault('mininterval', LOG_PROGRESS_INTERVAL)
+        # tqdm's monitor thread refreshes a bar after maxinterval (10 s) whatever mininterval
+        options.setdefault('maxinterval', options['mininterval'])
         options.setdefault('delay', LOG_PROGRESS_INTERVAL)
+        # the rate over the whole run: a log line stands for a long stretch of it
+        options.setdefault('smoothing', 0)
         options.pop('dynamic_ncols', None)
         options.setdefault('ncols', 100)
         stream = _LogLines(stream)

@@ -43,7 +43,9 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -443,7 +445,8 @@ def _run_in_turn(session, seqs, out_dir, bar, video):
     background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='vos_eval_io')
     try:
         for sequence in seqs:
-            bar.set_description(sequence.name)
+            # refresh=False: a log would get a line per sequence, not per interval
+            bar.set_description(sequence.name, refresh=False)
             pending.append(run_sequence(session, sequence, out_dir, progress=bar, video=video,
                                         background=background))
         return [future.result() for future in pending]
@@ -499,11 +502,13 @@ class _QueueProgress:
 
 def _worker_start(spec, resolution, threads, root, out_dir, video, queue):
     """Build a worker's session (its own backend) and set its CPU threads."""
-    import signal
-
     # Ctrl-C reaches the whole process group; the parent stops the workers and keeps what
     # finished, so they do not each print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed outright (SIGKILL, a crash) cannot stop its workers, which would wait
+    # for work forever holding a model each: they watch for it and leave.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                     name='vos_eval_parent').start()
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     backend = make_backend(spec['name'], model=spec['model'], device=spec['device'],
                            target_confidence=spec['target_confidence'])
@@ -516,6 +521,13 @@ def _worker_start(spec, resolution, threads, root, out_dir, video, queue):
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     _WORKER.update(session=Session(backend, config), dataset=Dataset(root), out_dir=out_dir,
                    video=video, progress=_QueueProgress(queue))
+
+
+def _exit_with_parent(parent_pid, period=1.0):
+    """End this worker process once ``parent_pid`` is no longer its parent."""
+    while os.getppid() == parent_pid:
+        time.sleep(period)
+    os._exit(1)
 
 
 def _worker_sequence(name):
@@ -538,7 +550,6 @@ def _run_parallel(root, seqs, out_dir, bar, video, workers, spec, resolution, th
     sequences that had finished (a process that died, e.g. killed for memory, is a VosError).
     """
     import multiprocessing
-    import threading
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context('spawn')
@@ -553,7 +564,7 @@ def _run_parallel(root, seqs, out_dir, bar, video, workers, spec, resolution, th
     executor = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_worker_start,
         initargs=(spec, resolution, threads, os.fspath(root), out_dir, video, queue))
-    bar.set_description(f'{workers} processes')
+    bar.set_description(f'{workers} processes', refresh=False)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     futures = {executor.submit(_worker_sequence, seqs[i].name): i for i in order}
     finished = {}
@@ -564,8 +575,11 @@ def _run_parallel(root, seqs, out_dir, bar, video, workers, spec, resolution, th
         _stop_workers(executor)
         done = [finished[i] for i in sorted(finished)]
         if isinstance(error, BrokenProcessPool):
-            stopped = VosError(f'a vos_eval process stopped unexpectedly ({error}); run '
-                               'again with fewer --jobs (each process holds its own model)')
+            stopped = VosError(
+                f'a vos_eval process stopped unexpectedly ({error}); if it ran out of memory, '
+                'run again with fewer --jobs (each process holds its own model); from a '
+                "Python script, call evaluate_dataset under if __name__ == '__main__': "
+                '(the processes are spawned and import the script)')
             stopped.__cause__ = error
             error = stopped
         raise _Stopped(done) from error
@@ -594,7 +608,8 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
 
     ``jobs``: sequences segmented at once, each in its own process (``_run_parallel``) with
     its share of the CPU cores; 0 = one per core; at most one per sequence. Results do not
-    depend on it.
+    depend on it. The processes are spawned and import the caller's main module, so a script
+    calls this under ``if __name__ == '__main__':`` when ``jobs`` is not 1.
 
     ``backend`` is a name (None = the package default) or a Backend instance;
     ``target_confidence`` (0-100) runs a named backend adaptively (see ``make_backend``).
@@ -609,6 +624,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     # A name listed twice would be run twice and counted twice in the mean.
     names = list(dict.fromkeys(sequences)) if sequences else dataset.sequence_names()
     seqs = check_sequences(dataset, names)
+    asked_jobs = int(jobs)
     jobs = _check_jobs(jobs)
     backend_name = backend
     if isinstance(backend, str) or backend is None:
@@ -618,9 +634,11 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
                                target_confidence=target_confidence)
     elif target_confidence is not None:
         raise ValueError('target_confidence needs a backend name, not a Backend instance')
-    elif jobs > 1:
-        raise ValueError('jobs > 1 needs a backend name (each process builds its own), '
-                         'not a Backend instance')
+    elif asked_jobs > 1 and len(seqs) > 1:
+        raise ValueError(f'jobs {asked_jobs} needs a backend name (each process builds its '
+                         'own), not a Backend instance')
+    else:
+        jobs = 1  # "as many as useful" (0): a Backend instance runs in this process
     config = SessionConfig(resolution=None if resolution is None else int(resolution),
                            size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
     session = Session(backend, config)
@@ -676,6 +694,22 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     return results, mean
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived (BaseException: no ``except Exception`` on the way swallows it)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _what_finished(out_dir):
+    """Where a stopped run's finished sequences are, or that none had finished."""
+    partial = os.path.join(out_dir, PARTIAL_NAME)
+    if os.path.exists(partial):
+        return f'finished sequences are in {partial}'
+    return 'no sequence had finished'
+
+
 def _parser():
     parser = ToolParser(
         prog='vos_eval', description=__doc__.split('\n\n')[0],
@@ -726,6 +760,11 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        # kill, systemd and launch stop with SIGTERM: stop the worker processes and keep
+        # what finished, as Ctrl-C does
+        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         if args.resolution is not None and args.resolution < 0:
             raise ValueError(f'--resolution must be >= 0, got {args.resolution}')
@@ -748,9 +787,14 @@ def main(argv=None):
         print(f'vos_eval: error: {error}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print('vos_eval: interrupted; finished sequences are in '
-              f'{os.path.join(args.out, PARTIAL_NAME)}', file=sys.stderr)
+        print(f'vos_eval: interrupted; {_what_finished(args.out)}', file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f'vos_eval: terminated; {_what_finished(args.out)}', file=sys.stderr)
+        return 143
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     scored = sum(1 for r in results if r.scores is not None)
     if mean['JF']:
         summary = (f'J&F {mean["JF"]}  J {mean["J"]}  F {mean["F"]}  '
