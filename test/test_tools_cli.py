@@ -187,14 +187,18 @@ def test_progress_bar_in_a_log_keeps_its_interval():
     bar = progress_bar(total=120, stream=log, desc='work', mininterval=0.4, delay=0.4)
     # tqdm's monitor thread would otherwise refresh it every 10 s, under the log's interval
     assert bar.maxinterval == 0.4
+    started = time.monotonic()
     for index in range(120):
         if index % 10 == 0:
-            bar.set_description(f'part {index // 10}', refresh=False)
+            bar.set_description(f'part {index // 10}')  # redraws at once in plain tqdm
+        bar.set_postfix(loss=index)  # so does this: the training tools call it every step
         time.sleep(0.01)
         bar.update(1)
     bar.close()
+    elapsed = time.monotonic() - started
     lines = log.getvalue().splitlines()
-    assert 2 <= len(lines) <= 5, lines
+    assert 1 <= len(lines) <= elapsed / 0.4 + 1, lines
     # the last line is the closing one; the others keep the interval
     gaps = [b - a for a, b in zip(log.times[:-2], log.times[1:-1])]
-    assert all(gap >= 0.35 for gap in gaps), gaps
+    assert all(gap >= 0.39 for gap in gaps), gaps
+    assert 'loss=119' in lines[-1] and '120/120' in lines[-1]

@@ -15,6 +15,8 @@ import math
 import re
 import sys
 
+#: Terminal control sequences (cursor moves) that tqdm writes between bars.
+_CURSOR_MOVES = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 #: Seconds between two progress lines where stderr is not a terminal (a log file, a pipe).
 LOG_PROGRESS_INTERVAL = 30.0
 
@@ -106,7 +108,8 @@ class _LogLines:
         self.stream = stream
 
     def write(self, text):
-        text = text.replace('\r', '').strip()
+        # tqdm moves the cursor between nested bars; a log keeps only the text
+        text = _CURSOR_MOVES.sub('', text.replace('\r', '')).strip()
         if text:
             self.stream.write(text + '\n')
 
@@ -126,7 +129,9 @@ def progress_bar(iterable=None, enabled=True, stream=None, **options):
 
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, 'isatty', None)
+    bar_class = tqdm
     if enabled and not (isatty is not None and isatty()):
+        bar_class = _log_bar_class()
         options.setdefault('mininterval', LOG_PROGRESS_INTERVAL)
         # tqdm's monitor thread refreshes a bar after maxinterval (10 s) whatever mininterval
         options.setdefault('maxinterval', options['mininterval'])
@@ -136,4 +141,32 @@ def progress_bar(iterable=None, enabled=True, stream=None, **options):
         options.pop('dynamic_ncols', None)
         options.setdefault('ncols', 100)
         stream = _LogLines(stream)
-    return tqdm(iterable, disable=not enabled, file=stream, **options)
+    return bar_class(iterable, disable=not enabled, file=stream, **options)
+
+
+_LOG_BAR = []
+
+
+def _log_bar_class():
+    """tqdm whose every refresh keeps the interval, for ``progress_bar`` in a log.
+
+    tqdm rate-limits ``update`` only: ``set_postfix`` and ``set_description`` redraw at once
+    (the training tools set a loss on every iteration, a line each in a log).
+    """
+    if not _LOG_BAR:
+        from tqdm import tqdm
+
+        class LogBar(tqdm):
+
+            def refresh(self, nolock=False, lock_args=None):
+                now = self._time()
+                start = getattr(self, 'start_t', None)  # None while tqdm builds the bar
+                if self.disable or start is None or now < start + self.delay \
+                        or now - self.last_print_t < self.mininterval:
+                    return
+                # update() sets this after its refresh too; set_postfix() does not
+                self.last_print_t = now
+                super().refresh(nolock=nolock, lock_args=lock_args)
+
+        _LOG_BAR.append(LogBar)
+    return _LOG_BAR[0]

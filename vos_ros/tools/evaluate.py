@@ -550,29 +550,38 @@ def _run_parallel(root, seqs, out_dir, bar, video, workers, spec, resolution, th
     sequences that had finished (a process that died, e.g. killed for memory, is a VosError).
     """
     import multiprocessing
+    import queue as queues
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context('spawn')
-    queue = context.Queue()
+    progress = context.Queue()
+    stop = threading.Event()
 
     def follow():
-        for frames in iter(queue.get, None):
-            bar.update(frames)
+        # Only the workers write to the queue: a worker stopped while it held the queue's
+        # write lock would block a writer here for good.
+        while not stop.is_set():
+            try:
+                bar.update(progress.get(timeout=0.2))
+            except queues.Empty:
+                pass
 
     follower = threading.Thread(target=follow, name='vos_eval_progress', daemon=True)
     follower.start()
-    executor = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_start,
-        initargs=(spec, resolution, threads, os.fspath(root), out_dir, video, queue))
-    bar.set_description(f'{workers} processes', refresh=False)
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    futures = {executor.submit(_worker_sequence, seqs[i].name): i for i in order}
+    executor = None
     finished = {}
     try:
+        executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_start,
+            initargs=(spec, resolution, threads, os.fspath(root), out_dir, video, progress))
+        bar.set_description(f'{workers} processes', refresh=False)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        futures = {executor.submit(_worker_sequence, seqs[i].name): i for i in order}
         for future in concurrent.futures.as_completed(futures):
             finished[futures[future]] = future.result()  # a worker's error is raised here
     except BaseException as error:
-        _stop_workers(executor)
+        if executor is not None:
+            _stop_workers(executor)
         done = [finished[i] for i in sorted(finished)]
         if isinstance(error, BrokenProcessPool):
             stopped = VosError(
@@ -584,9 +593,12 @@ def _run_parallel(root, seqs, out_dir, bar, video, workers, spec, resolution, th
             error = stopped
         raise _Stopped(done) from error
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        queue.put(None)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        stop.set()
         follower.join()
+        progress.close()
+        progress.cancel_join_thread()
     return [finished[i] for i in range(len(seqs))]
 
 
@@ -676,9 +688,14 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
     except _Stopped as stopped:
         if stopped.done:
             write_csv(partial_path, [r.row() for r in stopped.done])
-        raise stopped.__cause__ from None
+        failure = stopped.__cause__
+    else:
+        failure = None
     finally:
         bar.close()
+    if failure is not None:
+        # raised here, outside the handler, it keeps its own cause (a worker's traceback)
+        raise failure
     wall_seconds = time.perf_counter() - tic
     mean = mean_row(results)
     write_csv(results_path, [r.row() for r in results] + [mean])
@@ -760,8 +777,8 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
+    handles_sigterm = threading.current_thread() is threading.main_thread()
+    if handles_sigterm:
         # kill, systemd and launch stop with SIGTERM: stop the worker processes and keep
         # what finished, as Ctrl-C does
         previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -793,8 +810,10 @@ def main(argv=None):
         print(f'vos_eval: terminated; {_what_finished(args.out)}', file=sys.stderr)
         return 143
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        if handles_sigterm:
+            # None: the handler was not set from Python; the default is what stands then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None
+                          else previous_handler)
     scored = sum(1 for r in results if r.scores is not None)
     if mean['JF']:
         summary = (f'J&F {mean["JF"]}  J {mean["J"]}  F {mean["F"]}  '
