@@ -366,7 +366,7 @@ def test_jobs_run_sequences_in_processes_with_the_same_results(dataset, tmp_path
     assert code == 0, stderr
     code, stdout, stderr = _run([root, '--out', together, '--jobs', '2'], capsys)
     assert code == 0, stderr
-    assert 'J&F' in stdout
+    assert 'J&F' in stdout and ' s in all with --jobs 2)' in stdout, stdout
     # the same scores, in the order asked for (not the order the processes finished in)
     assert _rows_without_fps(together / 'results.csv') == _rows_without_fps(
         alone / 'results.csv')
