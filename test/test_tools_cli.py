@@ -197,8 +197,9 @@ def test_progress_bar_in_a_log_keeps_its_interval():
     bar.close()
     elapsed = time.monotonic() - started
     lines = log.getvalue().splitlines()
-    assert 1 <= len(lines) <= elapsed / 0.4 + 1, lines
-    # the last line is the closing one; the others keep the interval
+    assert 1 <= len(lines) <= elapsed / 0.4 + 2, lines
+    # the last line is the closing one; the others keep the interval (a line per refresh
+    # would come every 10 ms; a busy machine may delay one write a little)
     gaps = [b - a for a, b in zip(log.times[:-2], log.times[1:-1])]
-    assert all(gap >= 0.39 for gap in gaps), gaps
+    assert all(gap >= 0.25 for gap in gaps), gaps
     assert 'loss=119' in lines[-1] and '120/120' in lines[-1]
