@@ -31,6 +31,10 @@ from vos_ros.ros.conversions import labels_to_msg
 from vos_ros.ros.conversions import rgb_to_compressed_msg
 from vos_ros.ros.qos import make_qos
 
+#: Results over which vos_node counts its recent figures (latencies, step times, path
+#: shares); its reports and the lines that describe them name the same window.
+STATS_WINDOW = 300
+
 
 def local_dds_env(domain_id=None, env=None):
     """Return ``env`` (default os.environ) with loopback-only discovery and a domain id.
@@ -234,7 +238,8 @@ def describe_node_report(summary):
 
     For example ``node: backend adaptive: memory + roi/flow on cpu, target_confidence 70
     (lowered to keep up: 60 at the end, 50 at the lowest): full model on 25 %, cheap path on
-    70 %, given masks on 5 % of its last 300 results`` (the paths ``vos_eval`` counts).
+    70 %, given masks on 5 % of its last 300 results`` (the paths ``vos_eval`` counts; 300 is
+    ``STATS_WINDOW``).
     Returns None when no report named a backend. Used by ``vos_demo`` and ``vos_bag_eval``,
     so both say it alike.
     """
@@ -260,12 +265,12 @@ def describe_node_report(summary):
     # full model: their results all count as the backend's own step)
     if str(last['backend']).startswith('adaptive') and isinstance(full, (int, float)) \
             and isinstance(cheap, (int, float)):
-        # the node counts paths over a window of its latest results (node.py, 300)
+        # the node counts paths over a window of its latest results
         given = last.get('path_given_share')
         line += (f': full model on {100 * full:.0f} %, cheap path on {100 * cheap:.0f} %'
                  + (f', given masks on {100 * given:.0f} %' if isinstance(given, (int, float))
                     and given > 0 else '')
-                 + ' of its last 300 results')
+                 + f' of its last {STATS_WINDOW} results')
     return line
 
 

@@ -54,6 +54,7 @@ from vos_ros.core.labels import read_labels
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.ros.client import check_ros_environment
+from vos_ros.ros.client import STATS_WINDOW
 from vos_ros.ros.conversions import ConversionError
 from vos_ros.ros.conversions import array_to_image_msg
 from vos_ros.ros.conversions import compressed_msg_to_rgb
@@ -259,14 +260,14 @@ class VosNode(Node):
         self._stats = collections.Counter(dict.fromkeys(
             ('received', 'published', 'dropped', 'bad', 'waiting', 'errors'), 0))
         # Recent figures (cleared by ~/reset): receive->publish and session.step times.
-        self._latencies = collections.deque(maxlen=300)
-        self._step_times = collections.deque(maxlen=300)
-        self._publish_times = collections.deque(maxlen=300)
+        self._latencies = collections.deque(maxlen=STATS_WINDOW)
+        self._step_times = collections.deque(maxlen=STATS_WINDOW)
+        self._publish_times = collections.deque(maxlen=STATS_WINDOW)
         self._image_size = None
         self._throttle = {}
         self._last_diag_dropped = 0
         # Effort control (adaptive backends): recent paths, input interval and step time.
-        self._paths = collections.deque(maxlen=300)
+        self._paths = collections.deque(maxlen=STATS_WINDOW)
         self._last_received = None
         self._interval_ema = None
         self._step_ema = None
@@ -693,7 +694,7 @@ class VosNode(Node):
             'objects': ' '.join(str(i) for i in self.session.object_ids),
             'backend': self._backend_name,
             'device': self._device,
-            # share of the recent results (last 300) each path produced
+            # share of the recent results (last STATS_WINDOW) each path produced
             'path_full_share': f'{stats["path_full_share"]:.3f}',
             'path_cheap_share': f'{stats["path_cheap_share"]:.3f}',
             'path_given_share': f'{stats["path_given_share"]:.3f}',
