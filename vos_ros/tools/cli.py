@@ -11,6 +11,7 @@
 """
 
 import argparse
+import functools
 import math
 import re
 import sys
@@ -144,29 +145,25 @@ def progress_bar(iterable=None, enabled=True, stream=None, **options):
     return bar_class(iterable, disable=not enabled, file=stream, **options)
 
 
-_LOG_BAR = []
-
-
+@functools.lru_cache(maxsize=None)
 def _log_bar_class():
     """tqdm whose every refresh keeps the interval, for ``progress_bar`` in a log.
 
     tqdm rate-limits ``update`` only: ``set_postfix`` and ``set_description`` redraw at once
     (the training tools set a loss on every iteration, a line each in a log).
     """
-    if not _LOG_BAR:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        class LogBar(tqdm):
+    class LogBar(tqdm):
 
-            def refresh(self, nolock=False, lock_args=None):
-                now = self._time()
-                start = getattr(self, 'start_t', None)  # None while tqdm builds the bar
-                if self.disable or start is None or now < start + self.delay \
-                        or now - self.last_print_t < self.mininterval:
-                    return
-                # update() sets this after its refresh too; set_postfix() does not
-                self.last_print_t = now
-                super().refresh(nolock=nolock, lock_args=lock_args)
+        def refresh(self, nolock=False, lock_args=None):
+            now = self._time()
+            start = getattr(self, 'start_t', None)  # None while tqdm builds the bar
+            if self.disable or start is None or now < start + self.delay \
+                    or now - self.last_print_t < self.mininterval:
+                return
+            # update() sets this after its refresh too; set_postfix() does not
+            self.last_print_t = now
+            super().refresh(nolock=nolock, lock_args=lock_args)
 
-        _LOG_BAR.append(LogBar)
-    return _LOG_BAR[0]
+    return LogBar

@@ -500,6 +500,14 @@ class _QueueProgress:
         self.queue.put(frames)
 
 
+def _session(backend, resolution):
+    """A Session on ``backend`` at working size ``resolution`` (None = the backend's); the
+    same for this process and every ``--jobs`` worker."""
+    config = SessionConfig(resolution=None if resolution is None else int(resolution),
+                           size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
+    return Session(backend, config)
+
+
 def _worker_start(spec, resolution, threads, root, out_dir, video, queue):
     """Build a worker's session (its own backend) and set its CPU threads."""
     # Ctrl-C reaches the whole process group; the parent stops the workers and keeps what
@@ -517,10 +525,8 @@ def _worker_start(spec, resolution, threads, root, out_dir, video, queue):
         sys.modules['torch'].set_num_threads(threads)
     import cv2
     cv2.setNumThreads(threads)
-    config = SessionConfig(resolution=None if resolution is None else int(resolution),
-                           size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
-    _WORKER.update(session=Session(backend, config), dataset=Dataset(root), out_dir=out_dir,
-                   video=video, progress=_QueueProgress(queue))
+    _WORKER.update(session=_session(backend, resolution), dataset=Dataset(root),
+                   out_dir=out_dir, video=video, progress=_QueueProgress(queue))
 
 
 def _exit_with_parent(parent_pid, period=1.0):
@@ -651,9 +657,7 @@ def evaluate_dataset(root, out_dir, sequences=None, backend=None, model=None, de
                          'own), not a Backend instance')
     else:
         jobs = 1  # "as many as useful" (0): a Backend instance runs in this process
-    config = SessionConfig(resolution=None if resolution is None else int(resolution),
-                           size_multiple=int(getattr(backend, 'size_multiple', 1) or 1))
-    session = Session(backend, config)
+    session = _session(backend, resolution)
     line, described = describe_pipeline(backend, resolution)
     if announce:
         print(f'vos_eval: {line}', file=sys.stderr)
