@@ -7,7 +7,9 @@ adds objects on the next frame; ``~/reset`` (std_srvs/Trigger) forgets them.
 
 The node is a thin shell around one :class:`vos_ros.core.session.Session`: the subscription
 callback only stores the newest frame in a one-slot buffer, and a single worker thread runs the
-session, so a slow model drops (and counts) stale frames instead of delaying the camera.
+session, so a slow model drops (and counts) stale frames instead of delaying the camera. The
+worker also builds the backend: torch's OpenMP threads belong to the thread that first runs
+torch work, and a model loaded on one thread and run on another stepped 1.7x slower here.
 """
 
 import argparse
@@ -206,7 +208,12 @@ class VosNode(Node):
         try:
             self._setup()
         except BaseException:
-            # A half-built node must not linger in the graph (or in DDS at exit).
+            # A half-built node must not linger in the graph (or in DDS at exit); a worker
+            # still loading its model (Ctrl-C meanwhile) leaves once it is done.
+            if hasattr(self, '_cond'):
+                with self._cond:
+                    self._stopping = True
+                    self._cond.notify_all()
             self.destroy_node()
             raise
 
@@ -225,29 +232,6 @@ class VosNode(Node):
             if not self._file_annotation.any():
                 raise DataError(f'parameter annotation_path: {settings["annotation_path"]} '
                                 'holds no object (all background)')
-        device = resolve_device(settings['device'])
-        backend, used = make_backend(settings['backend'], settings['model_path'], device)
-        if used != device:
-            self.get_logger().info(f'backend {settings["backend"]} takes no device; it runs on '
-                                   f'the CPU (device {device} unused)')
-        backend = self._adaptive_backend(backend, settings['target_confidence'])
-        config = SessionConfig()
-        if settings['resolution'] >= 0:
-            config.resolution = settings['resolution']
-        self.session = Session(backend, config)
-        if self._file_annotation is not None:
-            # The first calls at a new shape run several times slower; pay them now, before
-            # the camera's first frames (annotation and frames share their size).
-            height, width = self._file_annotation.shape[:2]
-            took = self.session.warm_up(width, height, len(object_ids(self._file_annotation)))
-            self.get_logger().debug(f'backend warmed up at {width}x{height} in {took:.0f} ms')
-        described = backend.describe() if hasattr(backend, 'describe') else {}
-        self._backend_name = str(described.get('backend', settings['backend']))
-        if self._adaptive is not None:
-            self._backend_name = (f'adaptive: {described["full"]} + '
-                                  f'{described.get("cheap_paths", described["cheap"])}')
-        self._device = str(described.get('device', used))
-
         # State shared between the executor thread and the worker, guarded by _cond.
         self._cond = threading.Condition()
         #: frames waiting for the worker, oldest first (at most frame_queue)
@@ -273,6 +257,20 @@ class VosNode(Node):
         self._step_ema = None
         self._steps_seen = 0
         self._effort_drops = 0
+
+        # The worker thread builds the backend and runs every step: torch's OpenMP threads then
+        # form one team. A model loaded on this thread and run on another made every step about
+        # 1.7x slower on 2 cores (two libgomp teams on 2 cores: libgomp stops its threads'
+        # spin-waits; bench/README.md "vos_node: one thread for the model").
+        built = threading.Event()
+        self._build_error = None
+        self._worker = threading.Thread(target=self._work, args=(settings, built),
+                                        name='vos_worker', daemon=True)
+        self._worker.start()
+        built.wait()
+        if self._build_error is not None:
+            error, self._build_error = self._build_error, None
+            raise error
 
         self._pub = self.create_publisher(Image, 'segmentation', output_qos())
         # Always advertised so publish_overlay can be switched on at run time; it costs
@@ -301,8 +299,6 @@ class VosNode(Node):
                                              self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._worker = threading.Thread(target=self._work, name='vos_worker', daemon=True)
-        self._worker.start()
         self.get_logger().info(
             f'segmenting {self._image_sub.topic_name} -> {self._pub.topic_name} with backend '
             f'{self._backend_name} on {self._device}'
@@ -535,7 +531,39 @@ class VosNode(Node):
 
     # -- worker thread ---------------------------------------------------------------------
 
-    def _work(self):
+    def _build(self, settings):
+        """Create the backend and the session (on the worker thread; see ``_setup``)."""
+        device = resolve_device(settings['device'])
+        backend, used = make_backend(settings['backend'], settings['model_path'], device)
+        if used != device:
+            self.get_logger().info(f'backend {settings["backend"]} takes no device; it runs on '
+                                   f'the CPU (device {device} unused)')
+        backend = self._adaptive_backend(backend, settings['target_confidence'])
+        config = SessionConfig()
+        if settings['resolution'] >= 0:
+            config.resolution = settings['resolution']
+        self.session = Session(backend, config)
+        if self._file_annotation is not None:
+            # The first calls at a new shape run several times slower; pay them now, before
+            # the camera's first frames (annotation and frames share their size).
+            height, width = self._file_annotation.shape[:2]
+            took = self.session.warm_up(width, height, len(object_ids(self._file_annotation)))
+            self.get_logger().debug(f'backend warmed up at {width}x{height} in {took:.0f} ms')
+        described = backend.describe() if hasattr(backend, 'describe') else {}
+        self._backend_name = str(described.get('backend', settings['backend']))
+        if self._adaptive is not None:
+            self._backend_name = (f'adaptive: {described["full"]} + '
+                                  f'{described.get("cheap_paths", described["cheap"])}')
+        self._device = str(described.get('device', used))
+
+    def _work(self, settings, built):
+        try:
+            self._build(settings)
+        except BaseException as error:  # raised again by _setup on the node's thread
+            self._build_error = error
+            return
+        finally:
+            built.set()
         while True:
             with self._cond:
                 # A frame already waiting when the worker gets free: it is the bottleneck.
@@ -840,6 +868,11 @@ def main(argv=None):
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A signal shut the context down while a callback ran (its publish failed) or while
+        # the executor built its wait set (seen: SIGTERM from launch): a stop, not a crash.
+        if rclpy.ok():
+            raise
     finally:
         node.stop()
         node.destroy_node()
