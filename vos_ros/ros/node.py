@@ -260,7 +260,7 @@ class VosNode(Node):
 
         # The worker thread builds the backend and runs every step: torch's OpenMP threads then
         # form one team. A model loaded on this thread and run on another made every step about
-        # 1.7x slower on 2 cores (two libgomp teams on 2 cores: libgomp stops its threads'
+        # 1.7x slower on 2 cores (two libgomp teams on 2 cores: libgomp cuts its threads'
         # spin-waits; bench/README.md "vos_node: one thread for the model").
         built = threading.Event()
         self._build_error = None
