@@ -14,6 +14,7 @@ torch work, and a model loaded on one thread and run on another stepped 1.7x slo
 
 import argparse
 import collections
+import concurrent.futures
 import difflib
 import os
 import re
@@ -262,15 +263,11 @@ class VosNode(Node):
         # form one team. A model loaded on this thread and run on another made every step about
         # 1.7x slower on 2 cores (two libgomp teams on 2 cores: libgomp cuts its threads'
         # spin-waits; bench/README.md "vos_node: one thread for the model").
-        built = threading.Event()
-        self._build_error = None
+        built = concurrent.futures.Future()
         self._worker = threading.Thread(target=self._work, args=(settings, built),
                                         name='vos_worker', daemon=True)
         self._worker.start()
-        built.wait()
-        if self._build_error is not None:
-            error, self._build_error = self._build_error, None
-            raise error
+        built.result()  # the worker's error while building, if any, is raised here
 
         self._pub = self.create_publisher(Image, 'segmentation', output_qos())
         # Always advertised so publish_overlay can be switched on at run time; it costs
@@ -560,10 +557,9 @@ class VosNode(Node):
         try:
             self._build(settings)
         except BaseException as error:  # raised again by _setup on the node's thread
-            self._build_error = error
+            built.set_exception(error)
             return
-        finally:
-            built.set()
+        built.set_result(None)
         while True:
             with self._cond:
                 # A frame already waiting when the worker gets free: it is the bottleneck.
