@@ -26,7 +26,6 @@ import time
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from vos_ros.core.annotation import check_box
 from vos_ros.core.annotation import grabcut_rect
@@ -37,6 +36,7 @@ from vos_ros.core.interactive import iou
 from vos_ros.core.interactive import next_click
 from vos_ros.core.interactive import PromptSegmenter
 from vos_ros.core.labels import read_labels
+from vos_ros.tools.cli import progress_bar
 
 REPORTED_CLICKS = (1, 3, 5)
 
@@ -170,7 +170,7 @@ def main(argv=None):
         print(f'model {model.path} ({model.meta.get("version")}) loaded in '
               f'{time.perf_counter() - start:.2f} s; crop {model.size}, flip {model.flip}')
     results = {m: [] for m in methods}
-    for data, name, _, image, truth in tqdm(items, desc='images', leave=False):
+    for data, name, _, image, truth in progress_bar(items, desc='images', leave=False):
         box = tight_box(truth, args.loosen)
         for method in methods:
             results[method].append(run_method(segmenters[method], method, image, truth, box,

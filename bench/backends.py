@@ -102,17 +102,16 @@ def _make(name, options):
 
 
 def _run(label, name, options, sequences, resolution):
-    from tqdm import tqdm
-
     from vos_ros.core.davis import read_image
     from vos_ros.core.metrics import evaluate_sequence
     from vos_ros.core.session import Session
     from vos_ros.core.session import SessionConfig
+    from vos_ros.tools.cli import progress_bar
 
     backend = _make(name, options)
     session = Session(backend, SessionConfig(resolution=resolution))
     scores, frames, seconds, cpu = [], 0, 0.0, 0.0
-    for sequence in tqdm(sequences, desc=label, leave=False):
+    for sequence in progress_bar(sequences, desc=label, leave=False):
         gts = [sequence.read_mask(i) for i in range(len(sequence))]
         session.reset()
         preds = []

@@ -4,8 +4,11 @@ And the tools' progress bars, on a terminal and in a log.
 """
 
 import io
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -22,6 +25,7 @@ from vos_ros.tools import train
 from vos_ros.tools.cli import finite_numbers
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import protect_negative_lists
+from vos_ros.tools.cli import sigterm_raises
 
 TOOLS = {
     'annotate': (annotate.main, annotate.build_parser),
@@ -203,3 +207,34 @@ def test_progress_bar_in_a_log_keeps_its_interval():
     gaps = [b - a for a, b in zip(log.times[:-2], log.times[1:-1])]
     assert all(gap >= 0.25 for gap in gaps), gaps
     assert 'loss=119' in lines[-1] and '120/120' in lines[-1]
+
+
+class _Stopped(BaseException):
+    pass
+
+
+def test_sigterm_raises_the_given_exception_in_the_block_and_restores_the_handler():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(_Stopped):
+        with sigterm_raises(_Stopped):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal interrupts this at once
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_raises():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_raises_leaves_sigterm_alone_outside_the_main_thread():
+    seen = []
+
+    def run():
+        with sigterm_raises(_Stopped):  # signal.signal would raise ValueError here
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGTERM)]

@@ -27,7 +27,6 @@ import collections
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -41,6 +40,7 @@ from vos_ros.core.labels import resize_labels
 from vos_ros.core.labels import write_labels
 from vos_ros.tools import bagio
 from vos_ros.tools.cli import progress_bar
+from vos_ros.tools.cli import sigterm_raises
 from vos_ros.tools.cli import ToolParser
 
 NODE_NAME = 'vos_node'
@@ -703,10 +703,6 @@ def _annotation(args, plan):
     return first
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def print_summary(report, out):
     """Print the figures a user looks at first."""
     lat = report['latency_ms']
@@ -751,10 +747,20 @@ def main(argv=None):
     """Run vos_bag_eval; return the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(name)s: %(levelname)s: %(message)s')
+    # kill and launch stop with SIGTERM: as Ctrl-C, stop the node and keep what it answered
+    try:
+        with sigterm_raises(KeyboardInterrupt):
+            return _run(args)
+    except KeyboardInterrupt:  # while the summary was printed: the report is written
+        print('vos_bag_eval: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args):
+    """Replay, score and report as ``args`` say; return the exit code."""
     progress = not args.quiet
     node = None
     ros = None
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         _check_args(args)
         plan = scan_bag(args.bag, args.image_topic, args.gt_topic, progress)
@@ -813,7 +819,6 @@ def main(argv=None):
         print('vos_bag_eval: interrupted; no report written', file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if ros is not None:
             ros.close()
         if node is not None:

@@ -11,10 +11,13 @@
 """
 
 import argparse
+import contextlib
 import functools
 import math
 import re
+import signal
 import sys
+import threading
 
 #: Terminal control sequences (cursor moves) that tqdm writes between bars.
 _CURSOR_MOVES = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
@@ -167,3 +170,29 @@ def _log_bar_class():
             super().refresh(nolock=nolock, lock_args=lock_args)
 
     return LogBar
+
+
+@contextlib.contextmanager
+def sigterm_raises(exception=KeyboardInterrupt):
+    """Raise ``exception`` (a class) where the main thread is when SIGTERM arrives, in the block.
+
+    kill, systemd and ROS 2 launch stop a process with SIGTERM, whose default ends it at once:
+    the tools turn it into an exception so that they stop their workers and keep what finished,
+    as on Ctrl-C (``KeyboardInterrupt``, the default) or with an exit code of their own (a
+    ``BaseException`` subclass, so no ``except Exception`` on the way swallows it). Outside the
+    main thread (a tool called from a thread) Python cannot install a handler: the block runs
+    with SIGTERM as it was. The previous handler is restored on leaving.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise exception()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        # None: the handler was not set from Python; the default is what stands then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -71,6 +71,7 @@ from vos_ros.core.metrics import evaluate_video
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.tools.cli import progress_bar
+from vos_ros.tools.cli import sigterm_raises
 from vos_ros.tools.cli import ToolParser
 
 logger = logging.getLogger(__name__)
@@ -719,10 +720,6 @@ class _Terminated(BaseException):
     """SIGTERM arrived (BaseException: no ``except Exception`` on the way swallows it)."""
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
 def _what_finished(out_dir):
     """Where a stopped run's finished sequences are, or that none had finished."""
     partial = os.path.join(out_dir, PARTIAL_NAME)
@@ -781,11 +778,18 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-    handles_sigterm = threading.current_thread() is threading.main_thread()
-    if handles_sigterm:
-        # kill, systemd and launch stop with SIGTERM: stop the worker processes and keep
-        # what finished, as Ctrl-C does
-        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    # kill, systemd and launch stop with SIGTERM: stop the worker processes and keep what
+    # finished, as Ctrl-C does
+    try:
+        with sigterm_raises(_Terminated):
+            return _run(args)
+    except _Terminated:
+        print(f'vos_eval: terminated; {_what_finished(args.out)}', file=sys.stderr)
+        return 143
+
+
+def _run(args):
+    """Evaluate as ``args`` say and print the summary; return the exit code."""
     try:
         if args.resolution is not None and args.resolution < 0:
             raise ValueError(f'--resolution must be >= 0, got {args.resolution}')
@@ -811,14 +815,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f'vos_eval: interrupted; {_what_finished(args.out)}', file=sys.stderr)
         return 130
-    except _Terminated:
-        print(f'vos_eval: terminated; {_what_finished(args.out)}', file=sys.stderr)
-        return 143
-    finally:
-        if handles_sigterm:
-            # None: the handler was not set from Python; the default is what stands then
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None
-                          else previous_handler)
     scored = sum(1 for r in results if r.scores is not None)
     if mean['JF']:
         summary = (f'J&F {mean["JF"]}  J {mean["J"]}  F {mean["F"]}  '
