@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import create_backend_for
 from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends.adaptive import AdaptiveBackend
 from vos_ros.core.backends.flow import FlowBackend
@@ -14,6 +15,7 @@ from vos_ros.core.confidence import ConfidenceModel
 from vos_ros.core.confidence import FEATURES
 from vos_ros.core.confidence import fit_logistic
 from vos_ros.core.confidence import FLOWLESS_FEATURES
+from vos_ros.core.errors import ModelError
 from vos_ros.core.metrics import db_eval_iou
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
@@ -561,3 +563,20 @@ def test_roi_path_takes_no_resolution_and_a_session_takes_a_target(tiny_memory_m
     assert session.backend.target_confidence == 70 and session.backend.full.name == 'memory'
     assert not isinstance(Session('memory', model_path=tiny_memory_model).backend,
                           AdaptiveBackend)
+
+
+def test_create_backend_for_a_users_settings(tmp_path):
+    # flow takes no device: it runs on the CPU and says so through the device returned
+    backend, device = create_backend_for('flow', device='cuda:0')
+    assert isinstance(backend, FlowBackend) and device == 'cpu'
+    model = tmp_path / 'mine.pt'
+    model.write_bytes(b'x')
+    with pytest.raises(ModelError, match="--model is set but backend 'flow' loads no model"):
+        create_backend_for('flow', model_path=str(model), model_option='--model')
+    backend, device = create_backend_for('memory', device='cpu', target_confidence=100)
+    assert isinstance(backend, AdaptiveBackend) and backend.target_confidence == 100
+    assert device == 'cpu'
+    with pytest.raises(ValueError, match='flow is the cheap path itself'):
+        create_backend_for('flow', target_confidence=80)
+    with pytest.raises(ValueError, match='unknown backend'):
+        create_backend_for('nope', model_path=str(model))

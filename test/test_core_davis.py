@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from vos_ros.core.davis import check_same_size
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import list_images
 from vos_ros.core.davis import read_image
@@ -120,11 +120,25 @@ def test_sequences_file(tmp_path):
         read_sequences_file(tmp_path / 'nothing.txt')
 
 
-def test_check_same_size():
-    image = np.zeros((10, 12, 3), np.uint8)
-    check_same_size(image, np.zeros((10, 12), np.uint8), 'ok')
-    with pytest.raises(DataError, match='mask.png'):
-        check_same_size(image, np.zeros((12, 10), np.uint8), 'mask.png')
+def test_fit_labels_resizes_the_same_aspect_ratio_and_refuses_another():
+    labels = np.zeros((10, 12), np.uint8)
+    assert fit_labels(labels, (10, 12), 'ok') is labels
+    notes = []
+    small = np.zeros((240, 427), np.uint8)
+    small[100:140, 200:260] = 3
+    fitted = fit_labels(small, (480, 854), 'half.png', notes.append)
+    assert fitted.shape == (480, 854) and fitted.dtype == np.uint8
+    assert set(np.unique(fitted)) == {0, 3}  # nearest neighbour: no new ids at the edges
+    assert notes == ['mask 427x240 resized to the frame size 854x480']
+    assert fit_labels(np.ones((480, 853), np.uint8), (480, 854), 'judo.png').shape == (480, 854)
+    with pytest.raises(DataError, match='mask.png: mask size 10x12 differs .*aspect ratio'):
+        fit_labels(np.zeros((12, 10), np.uint8), (10, 12), 'mask.png')
+
+
+def test_sequences_file_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / 'notepad.txt'
+    path.write_bytes('bear\r\ncar-turn\r\n'.encode('utf-8-sig'))
+    assert read_sequences_file(path) == ['bear', 'car-turn']
 
 
 def test_read_image_says_a_folder_is_a_folder(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vos_ros.core.labels import read_labels
+from vos_ros.core.labels import write_labels
 from vos_ros.core.synthetic import make_clip
 from vos_ros.core.synthetic import write_davis
 from vos_ros.tools import demo
@@ -52,8 +53,6 @@ def test_demo_bad_arguments_give_one_line(tmp_path, capsys, monkeypatch):
     assert demo.main(['--backend', 'flow', '--target-confidence', '70',
                       '--out', str(tmp_path)]) == 1
     assert 'flow is the cheap path itself' in capsys.readouterr().err
-    assert demo.main(['--domain-id', '500', '--frames', '3', '--out', str(tmp_path)]) == 1
-    assert "ROS_DOMAIN_ID='500' is not a domain id (0..232)" in capsys.readouterr().err
     for text in ('high', 'nan', '1e400'):
         with pytest.raises(SystemExit) as stop:
             demo.main(['--target-confidence', text, '--out', str(tmp_path)])
@@ -95,3 +94,83 @@ def test_demo_video_needs_an_annotation(tmp_path, capsys):
             writer.write(frame)
     assert demo.main(['--video', writer.path, '--out', str(tmp_path / 'out')]) == 1
     assert '--annotation' in capsys.readouterr().err
+
+
+def test_demo_refuses_bad_integers_while_parsing(tmp_path, capsys, monkeypatch):
+    # refused before a clip is made or a node started: load_clip must not be reached
+    monkeypatch.setattr(demo, 'load_clip', lambda args: pytest.fail('clip made'))
+    for option, value, words in (('--frames', '-3', 'must be >= 0 (0 = all)'),
+                                 ('--frames', 'x', 'expected an integer'),
+                                 ('--domain-id', '500', 'must lie in 0..232'),
+                                 ('--domain-id', '-1', 'must lie in 0..232'),
+                                 ('--objects', '0', 'must lie in 1..255'),
+                                 ('--objects', '256', 'must lie in 1..255')):
+        with pytest.raises(SystemExit) as stop:
+            demo.main([option, value, '--out', str(tmp_path)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and f'argument {option}: {words}' in err, err
+        assert f'got {value!r}' in err
+    # the values in range keep their meaning: --frames 0 plays all (synthetic: 60)
+    parser = demo.build_parser()
+    assert parser.parse_args(['--frames', '0']).frames == 0
+    args = parser.parse_args(['--domain-id', '232', '--objects', '255', '--frames', '5'])
+    assert (args.domain_id, args.objects, args.frames) == (232, 255, 5)
+    assert parser.parse_args(['--domain-id', '0']).domain_id == 0
+    assert parser.parse_args([]).domain_id is None
+
+
+def test_demo_out_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, 'load_clip', lambda args: pytest.fail('clip made'))
+    path = tmp_path / 'summary.txt'
+    path.write_text('a file')
+    assert demo.main(['--out', str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f'vos_demo: error: --out {path} is a file, expected a folder\n'
+    assert path.read_text() == 'a file'
+
+
+def _fake_play(clip, args, out):
+    """``demo.play`` without a node: every frame answered with the ground truth the demo read
+    (the annotation where a frame has none)."""
+    truth = [clip.annotation if labels is None else labels
+             for labels in clip.ground_truth or [None] * len(clip.frames)]
+    timings = {'startup_s': 0.0, 'wall_s': 1.0, 'output_fps': 10.0,
+               'latency_ms': [5.0] * len(clip.frames),
+               'node': {'last': {}, 'lowered_messages': 0}}
+    return [labels.copy() for labels in truth], timings
+
+
+def test_demo_scores_the_frames_that_have_masks(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, 'play', _fake_play)
+    clip = make_clip(num_frames=8, width=160, height=120, num_objects=1, seed=5)
+    _, mask_dir = write_davis(tmp_path / 'davis', 'toy', clip)
+    for index in (1, 2, 4, 6):  # DAVIS-2017 style: a few frames annotated
+        os.remove(os.path.join(mask_dir, f'{index:05d}.png'))
+    # frame 3 shows an object the annotation lacks; frame 5's mask is a pixel narrower
+    extra = clip.masks[3].copy()
+    extra[:4, :4] = 2
+    write_labels(os.path.join(mask_dir, '00003.png'), extra)
+    write_labels(os.path.join(mask_dir, '00005.png'), clip.masks[5][:, :-1])
+    out = tmp_path / 'out'
+    code = demo.main(['--sequence', str(tmp_path / 'davis'), '--name', 'toy', '--no-video',
+                      '--out', str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    summary = json.loads((out / 'summary.json').read_text())
+    # frames 3 and 5: frame 0 is the annotation and frame 7 the last, as vos_eval scores
+    assert summary['scored_frames'] == 2 and summary['JF'] == 100.0, summary
+    assert summary['unscored_objects'] == [2]
+    assert 'J&F 100.0 (J 100.0, F 100.0) on 2 of 8 frames' in printed.out
+    assert 'object(s) [2] appear only after the first frame' in printed.err
+
+
+def test_demo_says_when_it_cannot_score(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(demo, 'play', _fake_play)
+    clip = make_clip(num_frames=6, width=160, height=120, num_objects=1, seed=5)
+    image_dir, _ = write_davis(tmp_path / 'davis', 'toy', clip, masks='first')
+    out = tmp_path / 'out'
+    assert demo.main(['--sequence', image_dir, '--no-video', '--out', str(out)]) == 0
+    assert 'not scored: no frame has a ground-truth mask' in capsys.readouterr().out
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['scored_frames'] == 0 and 'JF' not in summary

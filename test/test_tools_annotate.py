@@ -90,6 +90,92 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert read_labels(out).any()
 
 
+@pytest.mark.parametrize('name', ['z.jpg', 'noext', 'folder'])
+def test_out_must_be_a_png_file(tmp_path, capsys, name):
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    out = tmp_path / name
+    if name == 'folder':
+        out.mkdir()
+    before = sorted(os.listdir(tmp_path))
+    assert run(['--image', path, '--box', bbox_text(disc), '--out', out, '--force']) == 1
+    err = capsys.readouterr().err
+    expected = 'is a folder' if name == 'folder' else '--out must be a .png file'
+    assert len(err.splitlines()) == 1 and expected in err and str(out) in err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize('name', ['frame.xyz', 'frame', 'folder'])
+def test_bad_save_frame_is_refused_before_writing(tmp_path, capsys, name):
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    target = tmp_path / 'ann' / name
+    if name == 'folder':
+        target.mkdir(parents=True)
+    before = sorted(os.listdir(tmp_path))
+    assert run(['--image', path, '--box', bbox_text(disc), '--save-frame', target,
+                '--out', tmp_path / 'f2.png']) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and '--save-frame' in err and 'Traceback' not in err
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_save_frame_creates_its_folder(tmp_path):
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    target = tmp_path / 'new' / 'sub' / 'frame.png'
+    assert run(['--image', path, '--box', bbox_text(disc), '--save-frame', target,
+                '--out', tmp_path / 'm.png']) == 0
+    assert np.array_equal(cv2.cvtColor(cv2.imread(str(target)), cv2.COLOR_BGR2RGB), image)
+
+
+class RectangleSegmenter:
+    """Masks exactly the boxes (and click discs): overlaps then follow from the boxes."""
+
+    def box(self, image, box):
+        mask = np.zeros(image.shape[:2], bool)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        mask[y0:y1 + 1, x0:x1 + 1] = True
+        return mask
+
+    def clicks(self, image, points, box=None):
+        return self.box(image, box)
+
+
+@pytest.mark.parametrize('boxes, message', [
+    (['10,10,50,50', '10,10,50,50'], 'object 1 would have no pixels: object 2 covers'),
+    (['10,10,50,50', '10,10,50,29', '10,30,50,50'],
+     'object 1 would have no pixels: objects 2, 3 cover'),
+])
+def test_object_covered_by_others_is_refused(tmp_path, capsys, monkeypatch, boxes, message):
+    monkeypatch.setattr(annotate, 'make_segmenter', lambda args: RectangleSegmenter())
+    path = write_rgb(tmp_path / 'f.png', frame()[0])
+    out = tmp_path / 'm.png'
+    argv = ['--image', path, '--out', out]
+    for box in boxes:
+        argv += ['--box', box]
+    assert run(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err
+    assert not out.exists()
+    # a partial overlap keeps both objects: the smaller one wins the shared pixels
+    assert run(['--image', path, '--box', '10,10,50,50', '--box', '30,30,60,60',
+                '--out', out]) == 0
+    labels = read_labels(out)
+    assert (labels == 1).sum() == 41 * 41 - 21 * 21 and (labels == 2).sum() == 31 * 31
+
+
+def test_same_box_twice_is_refused(tmp_path, capsys):
+    """The real segmenter gives one box the same mask twice: the first object would vanish."""
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    out = tmp_path / 'm.png'
+    assert run(['--image', path, '--box', bbox_text(disc), '--box', bbox_text(disc),
+                '--out', out]) == 1
+    assert 'object 1 would have no pixels: object 2 covers' in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_from_mask_converts_0_255(tmp_path):
     _, disc, _ = frame()
     source = tmp_path / 'gt.png'

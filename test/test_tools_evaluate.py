@@ -269,6 +269,9 @@ def test_bad_arguments(tmp_path, dataset, capsys):
     _assert_error([root, '--model', tmp_path / 'none.pt', '--out', tmp_path / 'o'], capsys,
                   'none.pt')
     _assert_error([root, '--resolution', '-3', '--out', tmp_path / 'o'], capsys, 'resolution')
+    (tmp_path / 'afile').write_text('keep me')
+    _assert_error([root, '--out', tmp_path / 'afile'], capsys, 'is a file, expected a folder')
+    assert (tmp_path / 'afile').read_text() == 'keep me'
     with pytest.raises(SystemExit) as info:
         evaluate.main([str(root)])  # --out is required
     assert info.value.code != 0
@@ -295,16 +298,27 @@ def test_console_script_help():
 
 def test_model_and_device_passed_only_when_given(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(evaluate, 'create_backend',
-                        lambda name, **options: calls.append((name, options)) or 'backend')
+    monkeypatch.setattr(evaluate, 'create_backend_for',
+                        lambda *args, **options: calls.append(args) or ('backend', 'cpu'))
     model = tmp_path / 'model.pt'
     model.write_bytes(b'x')
     assert evaluate.make_backend(None) == 'backend'
     evaluate.make_backend('embedding', model=str(model), device='cpu')
-    evaluate.make_backend('embedding', device='cuda:1')
-    assert calls == [(None, {}),
-                     ('embedding', {'model_path': str(model), 'device': 'cpu'}),
-                     ('embedding', {'device': 'cuda:1'})]
+    evaluate.make_backend('embedding', device='cuda:1', target_confidence=70)
+    assert calls == [(None, None, None, None), ('embedding', str(model), 'cpu', None),
+                     ('embedding', None, 'cuda:1', 70)]
+
+
+def test_flow_runs_on_the_cpu_whatever_device_says(dataset, tmp_path, capsys, caplog):
+    root = dataset[0]
+    code, _, stderr = _run([root, '--sequences', 'cc', '--backend', 'flow', '--device', 'cpu',
+                            '--out', tmp_path / 'cpu'], capsys)
+    assert code == 0, stderr
+    code, _, stderr = _run([root, '--sequences', 'cc', '--backend', 'flow', '--device',
+                            'cuda:0', '--out', tmp_path / 'cuda'], capsys)
+    assert code == 0, stderr
+    assert 'backend flow takes no device; it runs on the CPU (--device cuda:0 unused)' \
+        in caplog.text
 
 
 # -- label files as people have them; objects entering later (issue 17) -----------------------
@@ -349,7 +363,8 @@ def test_messy_ground_truth_scores_like_the_clean_files(messy_dataset, tmp_path,
     evaluate.evaluate_dataset(messy_dataset, tmp_path / 'sized', backend='flow',
                               progress=False, resolution=64, sequences=['clean'])
     stderr = capsys.readouterr().err
-    assert 'vos_eval: backend flow (resolution 200, device cpu), working size 64 px' in stderr
+    # flow has no network size of its own: the asked working size is the only one named
+    assert 'vos_eval: backend flow (device cpu), working size 64 px' in stderr
     record = json.loads((tmp_path / 'sized' / 'run.json').read_text())
     assert record['backend']['working_resolution'] == 64
 
@@ -479,3 +494,28 @@ def _alive(pid):
             return handle.read().split(')')[-1].split()[0] != 'Z'
     except FileNotFoundError:
         return False
+
+
+def test_masks_off_by_a_pixel_are_fitted_another_aspect_refused(dataset, tmp_path, capsys,
+                                                                caplog):
+    root = _copy(dataset, tmp_path)
+    reference = tmp_path / 'reference'
+    assert _run([root, '--sequences', 'aa', '--backend', 'flow', '--out', reference],
+                capsys)[0] == 0
+    masks = sorted((root / 'Annotations').rglob('aa/*.png'))
+    for path in (masks[0], masks[3]):  # the first mask and a ground-truth mask, a column less
+        image = Image.open(path)
+        image.crop((0, 0, image.width - 1, image.height)).save(path)
+    out = tmp_path / 'fitted'
+    code, _, stderr = _run([root, '--sequences', 'aa', '--backend', 'flow', '--out', out],
+                           capsys)
+    assert code == 0, stderr
+    assert 'aa: mask 95x72 resized to the frame size 96x72 (and 1 more' in caplog.text
+    (_, ref_rows), (_, rows) = _read_csv(reference / 'results.csv'), _read_csv(out / 'results.csv')
+    # a column lost and stretched back moves edges by up to a pixel on a 96 px clip
+    assert abs(float(rows[0]['JF']) - float(ref_rows[0]['JF'])) < 5.0
+    image = Image.open(masks[3])
+    image.resize((image.width, image.height * 2)).save(masks[3])
+    code, _, stderr = _run([root, '--sequences', 'aa', '--backend', 'flow', '--out',
+                            tmp_path / 'refused'], capsys)
+    assert code == 1 and 'another aspect ratio' in stderr, stderr

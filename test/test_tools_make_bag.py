@@ -157,3 +157,94 @@ def test_bagio_decodes_padded_bgr_and_rejects_garbage():
         bagio.image_array(msg)
     with pytest.raises(DataError):
         bagio.deserialize(b'\x00\x01\x00\x00garbage')
+
+
+def _bag_state(path):
+    """Return ``{file name: bytes}`` of a bag folder, to show it was left untouched."""
+    return {name: (path / name).read_bytes() for name in sorted(os.listdir(path))}
+
+
+def test_negative_max_frames_is_refused_before_touching_out(dataset, tmp_path, capsys):
+    seq_dir = dataset / 'JPEGImages' / '480p' / 'multi'
+    out = tmp_path / 'bag'
+    assert make_bag.main([str(seq_dir), str(out), '--quiet', '--max-frames', '2']) == 0
+    before = _bag_state(out)
+    capsys.readouterr()
+    for value in ('-1', 'x'):
+        with pytest.raises(SystemExit) as stop:
+            make_bag.main([str(seq_dir), str(out), '--quiet', '--overwrite',
+                           '--max-frames', value])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and 'argument --max-frames:' in err, err
+        assert 'no frames' not in err
+    assert _bag_state(out) == before
+    # 0 keeps its meaning: every frame
+    assert make_bag.main([str(seq_dir), str(out), '--quiet', '--overwrite',
+                          '--max-frames', '0']) == 0
+    assert len(read_bag(out)['/image']) == FRAMES
+
+
+def test_failed_write_keeps_the_existing_bag(dataset, tmp_path, capsys):
+    sources = sorted((dataset / 'JPEGImages' / '480p' / 'multi').iterdir())
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for path in sources[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / 'bag'
+    assert make_bag.main([str(folder), str(out), '--quiet']) == 0
+    before = _bag_state(out)
+    (folder / '00003.jpg').write_bytes(b'not a jpeg')  # fails after three frames are written
+    assert make_bag.main([str(folder), str(out), '--quiet', '--overwrite']) == 1
+    assert 'cannot read image' in capsys.readouterr().err
+    assert _bag_state(out) == before
+    assert len(read_bag(out)['/image']) == 3
+    # no temporary folder is left next to OUT, and a failed new OUT is not created
+    assert make_bag.main([str(folder), str(tmp_path / 'new'), '--quiet']) == 1
+    assert sorted(os.listdir(tmp_path)) == ['bag', 'frames']
+    # the next run is not told that OUT already exists
+    (folder / '00003.jpg').unlink()
+    assert make_bag.main([str(folder), str(tmp_path / 'new'), '--quiet']) == 0
+    # the storage file keeps OUT's name, as rosbags gives it
+    assert sorted(os.listdir(tmp_path / 'new')) == ['metadata.yaml', 'new.mcap']
+
+
+def test_interrupt_keeps_the_existing_bag(dataset, tmp_path, capsys, monkeypatch):
+    seq_dir = dataset / 'JPEGImages' / '480p' / 'multi'
+    out = tmp_path / 'bag'
+    assert make_bag.main([str(seq_dir), str(out), '--quiet', '--max-frames', '2']) == 0
+    before = _bag_state(out)
+    calls = []
+    image_msg = make_bag.bagio.image_msg
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return image_msg(*args, **kwargs)
+
+    monkeypatch.setattr(make_bag.bagio, 'image_msg', interrupted)
+    assert make_bag.main([str(seq_dir), str(out), '--quiet', '--overwrite']) == 130
+    assert 'left as it was' in capsys.readouterr().err
+    assert _bag_state(out) == before
+    assert sorted(os.listdir(tmp_path)) == ['bag']
+
+
+def test_source_without_frames_writes_nothing(tmp_path):
+    from vos_ros.core.errors import VosError
+
+    empty = make_bag.FrameSource(iter(()), 0, {}, 'empty source')
+    with pytest.raises(VosError, match='empty source has no frames'):
+        make_bag.make_bag(empty, tmp_path / 'bag', progress=False)
+    assert not os.listdir(tmp_path)
+
+
+def test_missing_mask_folder_is_an_error(dataset, tmp_path, capsys):
+    seq_dir = dataset / 'JPEGImages' / '480p' / 'multi'
+    out = tmp_path / 'bag'
+    missing = tmp_path / 'nonexistent'
+    for source in ([str(seq_dir)], [str(dataset), '--sequence', 'multi']):
+        assert make_bag.main(source + [str(out), '--masks', str(missing), '--quiet']) == 1
+        err = capsys.readouterr().err
+        assert err == f'vos_make_bag: error: mask folder not found: {missing}\n'
+        assert not out.exists()

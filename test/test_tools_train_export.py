@@ -148,6 +148,19 @@ def test_from_traced(tmp_path):
         assert result.object_ids == clip.object_ids
 
 
+def test_from_traced_refuses_a_model_of_another_kind(tmp_path, capsys):
+    # a memory model's forward gives a key map, which the embedding probe would accept
+    memory = model_io.default_model_path('memory')
+    out = tmp_path / 'm.pt'
+    assert export.main(['--from-traced', memory, '--out', str(out)]) == 2
+    assert 'is a memory model' in capsys.readouterr().err
+    assert not out.exists()
+    # an embedding model's metadata may still be replaced
+    assert export.main(['--from-traced', model_io.default_model_path('embedding'), '--out',
+                        str(out), '--version', 'again']) == 0
+    assert model_io.read_metadata(out)['version'] == 'again'
+
+
 def test_export_errors(tmp_path, capsys):
     assert export.main(['--out', str(tmp_path / 'x.pt')]) == 2
     assert export.main([str(tmp_path / 'none.pt'), '--out', str(tmp_path / 'x.pt')]) == 2
@@ -158,6 +171,86 @@ def test_export_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'not found' in err and 'not a vos_train checkpoint' in err
     assert 'Traceback' not in err
+
+
+def test_model_file_given_as_checkpoint_says_what_to_run(tmp_path, capsys):
+    import warnings
+
+    raw = str(tmp_path / 'user.pt')
+    torch.jit.save(torch.jit.trace(UserNet().eval(), torch.zeros(1, 3, 64, 64)), raw)
+    exported = str(tmp_path / 'exported.pt')
+    assert export.main(['--from-traced', raw, '--out', exported]) == 0
+    capsys.readouterr()
+    out = str(tmp_path / 'x2.pt')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert export.main([exported, '--out', out]) == 2
+        err = capsys.readouterr().err
+        assert 'is an exported TorchScript model' in err
+        assert f'vos_export --from-traced {exported} --out {out}' in err
+        assert export.main([raw, '--out', out]) == 2
+        raw_err = capsys.readouterr().err
+    assert 'TorchScript model without vos.json' in raw_err
+    assert f'vos_export --from-traced {raw} --out {out}' in raw_err
+    assert [str(w.message) for w in caught] == []
+    assert not os.path.exists(out)
+    # the shipped memory model is a model too, but not one --from-traced can take
+    memory = model_io.default_model_path('memory')
+    if os.path.isfile(memory):
+        assert export.main([memory, '--out', out]) == 2
+        err = capsys.readouterr().err
+        assert 'kind memory' in err and '--from-traced' not in err
+
+
+def test_error_without_text_names_its_type(tmp_path, capsys, monkeypatch):
+    checkpoint = tmp_path / 'last.pt'
+    torch.save({'weights': 1}, checkpoint)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError()
+
+    monkeypatch.setattr(torch, 'load', fail)
+    assert export.main([str(checkpoint), '--out', str(tmp_path / 'x.pt')]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(f'{checkpoint}: RuntimeError')
+
+
+def test_out_folder_refused_before_loading(tmp_path, capsys, monkeypatch):
+    raw = str(tmp_path / 'user.pt')
+    torch.jit.save(torch.jit.trace(UserNet().eval(), torch.zeros(1, 3, 64, 64)), raw)
+    folder = tmp_path / 'ann'
+    folder.mkdir()
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError('a model was loaded before --out was checked')
+
+    monkeypatch.setattr(torch, 'load', no_loading)
+    monkeypatch.setattr(model_io, 'jit_load', no_loading)
+    for argv in (['--from-traced', raw, '--version', 'test'], [raw]):
+        assert export.main(argv + ['--out', str(folder)]) == 2
+        assert capsys.readouterr().err == (f'vos_export: error: --out {folder} is a folder, '
+                                           'expected a model file path\n')
+    # a file where a parent folder should be is said as clearly (missing folders are created)
+    (tmp_path / 'afile').write_text('x')
+    assert export.main(['--from-traced', raw, '--out', str(tmp_path / 'afile' / 'm.pt')]) == 2
+    assert f'{tmp_path / "afile"} is a file, not a folder' in capsys.readouterr().err
+    monkeypatch.undo()
+    nested = tmp_path / 'new' / 'sub' / 'm.pt'
+    assert export.main(['--from-traced', raw, '--out', str(nested)]) == 0
+    assert model_io.read_metadata(nested)['embedding_dim'] == 6
+
+
+def test_help_says_what_the_code_does():
+    import numpy as np
+
+    from vos_ros.tools import train_box
+
+    assert '--kind memory' in train.build_parser().format_help().split('\n\n')[1]
+    description = train.build_parser().description
+    assert 'embedding' in description and 'memory' in description
+    rounds = [r for r, p in zip(train_box.CLICK_ROUNDS, train_box.CLICK_ROUND_P) if p > 0]
+    assert np.isclose(sum(train_box.CLICK_ROUND_P), 1.0)
+    assert f'{min(rounds)}-{max(rounds)} rounds' in ' '.join(
+        train_box.build_parser().format_help().split())
 
 
 def test_torchrun_two_processes(tmp_path):

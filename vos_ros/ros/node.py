@@ -16,6 +16,7 @@ import argparse
 import collections
 import concurrent.futures
 import difflib
+import math
 import os
 import re
 import sys
@@ -43,13 +44,12 @@ from std_srvs.srv import Trigger
 from vos_ros.core.backends import available_backends
 from vos_ros.core.backends.adaptive import AdaptiveBackend
 from vos_ros.core.backends.adaptive import DEFAULT_TARGET
-from vos_ros.core.backends import create_backend
+from vos_ros.core.backends import create_backend_for
 from vos_ros.core.backends import DEFAULT_BACKEND
 from vos_ros.core.backends import default_backend_name
 from vos_ros.core.device import resolve_device
 from vos_ros.core.device import validate_device_string
 from vos_ros.core.errors import DataError
-from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import overlay
@@ -132,10 +132,9 @@ PARAMETERS = {
         'time; when the node falls behind the camera it lowers its effective target before '
         'dropping frames (/diagnostics says so). No effect with backend flow. An integer or '
         'a decimal number (as vos_eval --target-confidence).', False,
-        # both types, each with its range (rclpy checks the one of the value's type); other
-        # types are refused by the node itself (_target_value)
-        {'dynamic_typing': True,
-         'integer_range': [IntegerRange(from_value=-1, to_value=100, step=1)],
+        # an integer or a decimal, each with its range (rclpy checks the one of the value's
+        # type); dynamic typing as for every decimal parameter (_declare_parameters)
+        {'integer_range': [IntegerRange(from_value=-1, to_value=100, step=1)],
          'floating_point_range': [FloatingPointRange(from_value=-1.0, to_value=100.0,
                                                      step=0.0)]}),
     'diagnostics_period': (
@@ -144,35 +143,24 @@ PARAMETERS = {
                                                      step=0.0)]}),
 }
 
+#: Parameters that take a decimal number (those with a FloatingPointRange); an integer is
+#: taken as the same number (see _number_value).
+NUMBER_PARAMETERS = tuple(name for name, (_, _, _, extra) in PARAMETERS.items()
+                          if extra.get('floating_point_range'))
+
 #: Seconds between checks of the image publishers' QoS (input_reliability auto).
 QOS_CHECK_PERIOD = 0.5
 
-_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
-
 
 def make_backend(name, model_path='', device='cpu'):
-    """Create a backend, passing ``model_path``/``device`` only to backends that take them.
+    """Create a backend as every tool does (``backends.create_backend_for``).
 
-    Returns ``(backend, device_used)``. A model path given to a backend without one is an
-    error (ModelError): silently ignoring the user's model would be worse.
+    Returns ``(backend, device_used)``: ``'cpu'`` for a backend that takes no device. A model
+    path given to a backend without one is an error (ModelError): silently ignoring the user's
+    model would be worse.
     """
-    options = {'device': device}
-    if model_path:
-        options['model_path'] = model_path
-    while True:
-        try:
-            return create_backend(name, **options), options.get('device', 'cpu')
-        except (OSError, RuntimeError) as error:  # e.g. torch failing to load a file
-            raise ModelError(f'backend {name!r} failed to start: {error}') from error
-        except TypeError as error:
-            match = _UNEXPECTED_KEYWORD.search(str(error))
-            if match is None or match.group(1) not in options:
-                raise
-            if match.group(1) == 'model_path':
-                raise ModelError(f'parameter model_path is set but backend {name!r} loads no '
-                                 'model; choose a backend that does (e.g. backend:=embedding) '
-                                 'or leave model_path empty') from None
-            del options[match.group(1)]
+    return create_backend_for(name, model_path or None, device,
+                              model_option='parameter model_path')
 
 
 #: Frames processed before the node judges whether it keeps up with the camera.
@@ -350,6 +338,13 @@ class VosNode(Node):
         for name, (default, description, read_only, extra) in PARAMETERS.items():
             descriptor = ParameterDescriptor(description=description, read_only=read_only,
                                              **extra)
+            if name in NUMBER_PARAMETERS:
+                # A statically typed double refuses an integer (overlay_alpha:=1, YAML 5,
+                # `ros2 param set ... 5`), which users write all the time. Dynamic typing lets
+                # it through, but rclpy then checks only the range of the value's own type and
+                # lets any type in: _number_value checks both (_read_settings at start-up,
+                # _on_set_parameters at run time).
+                descriptor.dynamic_typing = True
             self.declare_parameter(name, default, descriptor)
         # rclpy ignores an override of a parameter nobody declares: a misspelt name would
         # silently leave the default in force, so say so (rclpy keeps the overrides it was
@@ -386,7 +381,8 @@ class VosNode(Node):
         if settings['image_transport'] not in TRANSPORT_CHOICES:
             raise ValueError(f'parameter image_transport: must be raw or compressed, got '
                              f'{settings["image_transport"]!r}')
-        settings['target_confidence'] = _target_value(settings['target_confidence'])
+        for name in NUMBER_PARAMETERS:
+            settings[name] = _number_value(name, settings[name])
         if settings['input_reliability'] not in INPUT_RELIABILITY_CHOICES:
             raise ValueError(f'parameter input_reliability: must be '
                              f'{" or ".join(INPUT_RELIABILITY_CHOICES)}, got '
@@ -420,18 +416,24 @@ class VosNode(Node):
         return self._adaptive
 
     def _on_set_parameters(self, parameters):
-        """Apply a new target_confidence at run time (the descriptor checked its range)."""
+        """Check decimal parameters set at run time; apply a new target_confidence.
+
+        rclpy has refused read-only parameters already; with dynamic typing it lets any type
+        through, and an integer without checking the range (_declare_parameters).
+        """
         for parameter in parameters:
-            if parameter.name != 'target_confidence':
+            if parameter.name not in NUMBER_PARAMETERS:
                 continue
+            try:
+                value = _number_value(parameter.name, parameter.value)
+            except ValueError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+            if parameter.name != 'target_confidence':
+                continue  # overlay_alpha: read for every overlay
             if self._adaptive is None:
                 return SetParametersResult(
                     successful=False, reason='target_confidence has no effect with backend '
                     'flow (it is the cheap path itself)')
-            try:
-                value = _target_value(parameter.value)
-            except ValueError as error:
-                return SetParametersResult(successful=False, reason=str(error))
             target = self._default_target if value < 0 else value
             with self._cond:
                 self._requested_target = target
@@ -772,15 +774,22 @@ def _parse_args(argv):
     parser.parse_args(remove_ros_args(args=argv)[1:])
 
 
-def _target_value(value):
-    """``target_confidence`` as a float (-1..100; < 0 = the backend default).
+def _number_value(name, value):
+    """The value of the decimal parameter ``name`` (one of NUMBER_PARAMETERS) as a float.
 
-    The parameter takes integers and decimals alike (dynamic typing, both ranges in its
-    descriptor); ValueError for any other type, which dynamic typing lets through.
+    An integer is the same number. ValueError, naming the parameter and its range, for any
+    other type (dynamic typing lets it through) and for a number out of the range of the
+    parameter's FloatingPointRange (rclpy checks a decimal against it, not an integer).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f'parameter target_confidence: must be a number in -1..100 (-1 = the '
-                         f'backend default), got {value!r}')
+        raise ValueError(f'parameter {name}: must be {_parameter_takes(name)}, got {value!r}')
+    bounds = PARAMETERS[name][3]['floating_point_range'][0]
+    low, high = sorted((bounds.from_value, bounds.to_value))
+    # the edges with rclpy's tolerance, so that no value rclpy accepted is refused here
+    if not (low <= value <= high or math.isclose(value, low, rel_tol=Node.PARAM_REL_TOL)
+            or math.isclose(value, high, rel_tol=Node.PARAM_REL_TOL)):
+        raise ValueError(f'parameter {name}: {value!r} is out of range; {name} takes '
+                         f'{_parameter_takes(name)}')
     return float(value)
 
 
@@ -817,17 +826,22 @@ def _parameter_hint(error):
     name = str(error).rsplit(':', 1)[-1].strip()
     if name not in PARAMETERS:
         return ''
+    return f'; {name} takes {_parameter_takes(name)}'
+
+
+def _parameter_takes(name):
+    """What parameter ``name`` takes, e.g. 'a number in 0.1..60 (default 1.0)'."""
     default, _, _, extra = PARAMETERS[name]
     kinds = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string'}
     takes = kinds.get(type(default), type(default).__name__)
-    if extra.get('integer_range') and extra.get('floating_point_range'):
-        takes = 'a number'  # dynamic typing: an integer or a decimal
-    ranges = extra.get('integer_range') or extra.get('floating_point_range')
+    if name in NUMBER_PARAMETERS:
+        takes = 'a number'  # an integer or a decimal (target_confidence's default is -1)
+    ranges = extra.get('floating_point_range') or extra.get('integer_range')
     if ranges:
         takes += f' in {ranges[0].from_value:g}..{ranges[0].to_value:g}'
     elif extra.get('additional_constraints'):
         takes += f' ({extra["additional_constraints"]})'
-    return f'; {name} takes {takes} (default {default!r})'
+    return f'{takes} (default {default!r})'
 
 
 def main(argv=None):

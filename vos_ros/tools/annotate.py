@@ -364,7 +364,18 @@ def labels_from_hints(image, args, segmenter=None):
         if not mask.any():
             raise DataError(f'object {object_id}: the hints gave an empty mask; draw a larger '
                             'box or add positive clicks')
-    return labels_from_masks(image.shape, masks)
+    labels = labels_from_masks(image.shape, masks)
+    for object_id, mask in masks:
+        # Overlaps go to the smaller mask (to the later one on a tie): an object whose every
+        # pixel went to others would vanish from the file without a word.
+        if not (labels[mask] == object_id).any():
+            covering = object_ids(labels[mask])
+            others = (f'object {covering[0]} covers' if len(covering) == 1 else
+                      f'objects {", ".join(map(str, covering))} cover')
+            raise DataError(f'object {object_id} would have no pixels: {others} all of its mask '
+                            '(where masks overlap the smaller one is kept); give each object '
+                            'a box of its own')
+    return labels
 
 
 def labels_from_mask_file(path, image):
@@ -379,10 +390,38 @@ def labels_from_mask_file(path, image):
     return labels
 
 
-def check_out(path, force):
-    """Refuse to overwrite an existing file without --force."""
+def check_out(path, force, flag='--out', expected='a .png file path'):
+    """Refuse a folder, and an existing file without --force (ValueError)."""
+    if os.path.isdir(path):
+        raise ValueError(f'{flag} {path} is a folder, expected {expected}')
     if os.path.exists(path) and not force:
         raise ValueError(f'{path} exists; pass --force to overwrite it')
+
+
+def check_outputs(args):
+    """Check ``--out`` and ``--save-frame`` before any work: a bad name then writes nothing."""
+    # write_labels writes a palette PNG whatever the name: PIL cannot store one as JPEG and
+    # knows no format for a name without extension.
+    if not os.path.isdir(args.out) and not args.out.lower().endswith('.png'):
+        raise ValueError(f'--out must be a .png file (masks are palette PNGs), got {args.out}')
+    check_out(args.out, args.force)
+    if args.save_frame:
+        # imwrite picks its encoder by the name: asked here, a bad one stops before the mask
+        if not os.path.isdir(args.save_frame) and not cv2.haveImageWriter(args.save_frame):
+            extension = os.path.splitext(args.save_frame)[1]
+            raise ValueError(f'--save-frame {args.save_frame}: OpenCV has no writer for '
+                             f'{repr(extension) if extension else "a name without extension"}'
+                             '; use .png or .jpg')
+        check_out(args.save_frame, args.force, '--save-frame', 'an image file path')
+
+
+def save_frame(path, image):
+    """Write the annotated RGB frame (parent folders created, as for the mask)."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise DataError(f'cannot write {path}')
 
 
 def save_labels(path, labels, force):
@@ -505,7 +544,7 @@ def main(argv=None):
             parse_numbers(text, 4, '--box x0,y0,x1,y1')
         for text in args.points or []:
             parse_numbers(text, 3, '--points x,y,label')
-        check_out(args.out, args.force)
+        check_outputs(args)
         source = open_source(args)
         if source is None and not args.from_mask:
             raise ValueError('give a source (--image, --video, --sequence, --bag with --topic, '
@@ -521,9 +560,7 @@ def main(argv=None):
             labels = labels_from_hints(image, args)
         save_labels(args.out, labels, args.force)
         if args.save_frame and image is not None:
-            check_out(args.save_frame, args.force)
-            if not cv2.imwrite(args.save_frame, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-                raise DataError(f'cannot write {args.save_frame}')
+            save_frame(args.save_frame, image)
         area = {i: int((labels == i).sum()) for i in object_ids(labels)}
         print(f'wrote {args.out} ({labels.shape[1]}x{labels.shape[0]}, objects '
               + ', '.join(f'{i}: {n} px' for i, n in area.items()) + ')')

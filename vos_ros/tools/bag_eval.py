@@ -39,6 +39,7 @@ from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import resize_labels
 from vos_ros.core.labels import write_labels
 from vos_ros.tools import bagio
+from vos_ros.tools.cli import check_out_folder
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import sigterm_raises
 from vos_ros.tools.cli import ToolParser
@@ -685,8 +686,7 @@ def _check_args(args):
         raise ValueError(f'--speed must be > 0, got {args.speed}')
     if not args.timeout > 0 or not args.startup_timeout > 0:
         raise ValueError('--timeout and --startup-timeout must be > 0')
-    if os.path.isfile(args.out):
-        raise ValueError(f'--out {args.out} is a file, expected a folder')
+    check_out_folder(args.out)
 
 
 def _annotation(args, plan):

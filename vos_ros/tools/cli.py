@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import functools
 import math
+import os
 import re
 import signal
 import sys
@@ -51,6 +52,35 @@ def finite_numbers(text, count=None):
     if not all(math.isfinite(value) for value in values):
         raise ValueError(f'numbers must be finite, got {text.strip()!r}')
     return values
+
+
+def int_in(low, high=None, meaning=''):
+    """Return an argparse type: an integer in ``low..high`` (no upper bound when None).
+
+    An out-of-range value is refused while parsing, before any work (a clip made, a node
+    started, a file touched). ``meaning``: what a bound value means, as ' (0 = all)'.
+    """
+    def parse(text):
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+        if value < low or (high is not None and value > high):
+            bound = f'be >= {low}' if high is None else f'lie in {low}..{high}'
+            raise argparse.ArgumentTypeError(f'must {bound}{meaning}, got {text!r}')
+        return value
+
+    return parse
+
+
+def check_out_folder(path, option='--out'):
+    """Raise ValueError if ``path``, an output folder to create or reuse, is a file.
+
+    Checked before any work: ``os.makedirs`` would otherwise fail late with ``[Errno 17]
+    File exists``, which names neither the option nor what is wrong.
+    """
+    if os.path.isfile(path):
+        raise ValueError(f'{option} {path} is a file, expected a folder')
 
 
 def protect_negative_lists(argv):

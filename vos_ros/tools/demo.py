@@ -20,11 +20,17 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
+from vos_ros.tools.cli import check_out_folder
 from vos_ros.tools.cli import finite_float
+from vos_ros.tools.cli import int_in
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
 
 DEFAULT_OUT = os.path.join('out', 'demo')
+#: Largest ROS domain id (vos_ros.ros.client.check_ros_environment's range is 0..232).
+MAX_DOMAIN_ID = 232
+#: Object ids a synthetic clip can hold (label values 1..255).
+MAX_OBJECTS = 255
 
 
 def _target_number(text):
@@ -52,11 +58,12 @@ def build_parser():
                         help='first-frame label map (default: the first mask of the clip)')
     parser.add_argument('--out', default=DEFAULT_OUT, help='output folder')
     parser.add_argument('--rate', type=float, default=10.0, help='camera rate in Hz')
-    parser.add_argument('--frames', type=int, default=0,
+    parser.add_argument('--frames', type=int_in(0, meaning=' (0 = all)'), default=0,
                         help='play at most this many frames (0 = all; synthetic: 60)')
     parser.add_argument('--width', type=int, default=854, help='synthetic clip width')
     parser.add_argument('--height', type=int, default=480, help='synthetic clip height')
-    parser.add_argument('--objects', type=int, default=2, help='synthetic clip objects')
+    parser.add_argument('--objects', type=int_in(1, MAX_OBJECTS), default=2,
+                        help='synthetic clip objects')
     parser.add_argument('--seed', type=int, default=0, help='synthetic clip seed')
     parser.add_argument('--backend', default='default',
                         help='vos_node backend parameter: default (the package default '
@@ -71,14 +78,17 @@ def build_parser():
                         help='vos_node working resolution (-1 = backend default)')
     parser.add_argument('--startup-timeout', type=float, default=60.0,
                         help='seconds to wait for the node to come up')
-    parser.add_argument('--domain-id', type=int, default=None,
+    parser.add_argument('--domain-id', type=int_in(0, MAX_DOMAIN_ID), default=None,
                         help='ROS domain id for the demo and its node (default: random)')
     parser.add_argument('--no-video', action='store_true', help='skip the overlay video')
     return parser
 
 
 class Clip:
-    """Frames to play, the first-frame annotation, and per-frame ground truth when known."""
+    """Frames to play, the first-frame annotation, and per-frame ground truth when known.
+
+    ``ground_truth``: None, or per frame a label map or None (a frame without a mask).
+    """
 
     def __init__(self, name, frames, annotation, ground_truth=None, names=None):
         self.name = name
@@ -113,6 +123,7 @@ def load_clip(args):
 
 def _sequence_clip(directory, name, limit):
     from vos_ros.core.davis import Dataset
+    from vos_ros.core.davis import fit_labels
     from vos_ros.core.davis import list_images
     from vos_ros.core.davis import read_image
     from vos_ros.core.davis import Sequence
@@ -141,9 +152,15 @@ def _sequence_clip(directory, name, limit):
               for path in progress_bar(sequence.frame_paths[:count], desc='reading',
                                        leave=False)]
     annotation = sequence.read_mask(0) if sequence.has_mask(0) else None
-    truth = None
-    if all(sequence.has_mask(i) for i in range(count)):
-        truth = [sequence.read_mask(i) for i in range(count)]
+    # Every frame with a mask is ground truth, as in vos_eval (DAVIS-2017 annotates a few
+    # frames only); frame 0 is the annotation, never scored, so its mask is not read twice.
+    notes = []
+    truth = [fit_labels(sequence.read_mask(i, log=notes.append), frames[i].shape[:2],
+                        sequence.mask_path(i), notes.append)
+             if i and sequence.has_mask(i) else None for i in range(count)]
+    if notes:
+        more = f' (and {len(notes) - 1} more masks alike)' if len(notes) > 1 else ''
+        print(f'vos_demo: note: {sequence.name}: {notes[0]}{more}', file=sys.stderr)
     return Clip(sequence.name, frames, annotation, truth, sequence.frame_names[:count])
 
 
@@ -269,6 +286,7 @@ def main(argv=None):
     """Run the demo; return the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        check_out_folder(args.out)
         if args.rate <= 0:
             raise ValueError(f'--rate must be > 0, got {args.rate}')
         if args.target_confidence != -1:  # -1: the backend default, as on the node
@@ -314,7 +332,11 @@ def main(argv=None):
     if clip.ground_truth is not None:
         from vos_ros.core.metrics import evaluate_video
 
+        # the rule vos_eval and vos_bag_eval share: the frames with ground truth, first and
+        # last excluded, on the objects of the annotation
         scores = evaluate_video(clip.ground_truth, filled, clip.annotation)
+    summary['scored_frames'] = len(scores['frames']) if scores is not None else 0
+    summary['unscored_objects'] = scores['unscored_objects'] if scores is not None else []
     if scores is not None:
         summary.update({'J': round(100 * scores['J'], 1), 'F': round(100 * scores['F'], 1),
                         'JF': round(100 * scores['JF'], 1)})
@@ -338,8 +360,15 @@ def main(argv=None):
               f'p95 {summary["latency_ms_p95"]:.1f} ms (node start-up '
               f'{summary["node_startup_s"]:.1f} s)')
     if 'JF' in summary:
-        print(f'J&F {summary["JF"]:.1f} (J {summary["J"]:.1f}, F {summary["F"]:.1f}; '
-              'dropped frames hold the last mask)')
+        print(f'J&F {summary["JF"]:.1f} (J {summary["J"]:.1f}, F {summary["F"]:.1f}) on '
+              f'{summary["scored_frames"]} of {len(clip.frames)} frames (those with a '
+              'ground-truth mask, first and last excluded; dropped frames hold the last mask)')
+    else:
+        print('not scored: no frame has a ground-truth mask but the first and the last')
+    if summary['unscored_objects']:
+        print(f'note: object(s) {summary["unscored_objects"]} appear only after the first '
+              'frame: not scored (the node is given the first-frame mask only)',
+              file=sys.stderr)
     print(f'wrote {args.out}/: AnnotatedFrame.png, masks/, '
           f'{os.path.basename(video_path) if video_path else "(no video)"}, summary.json'
           + (', node.log' if os.path.exists(os.path.join(args.out, 'node.log')) else ''))

@@ -55,11 +55,10 @@ from vos_ros.core.backends.adaptive import DEFAULT_MAX_CHEAP
 from vos_ros.core.backends.adaptive import DEFAULT_TARGET
 from vos_ros.core.backends.adaptive import FLOW_BELOW
 from vos_ros.core.backends import available_backends
-from vos_ros.core.backends import create_backend
-from vos_ros.core.backends import create_backend_with_target
+from vos_ros.core.backends import create_backend_for
 from vos_ros.core.backends import DEFAULT_BACKEND
-from vos_ros.core.davis import check_same_size
 from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
@@ -70,6 +69,7 @@ from vos_ros.core.metrics import db_statistics
 from vos_ros.core.metrics import evaluate_video
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
+from vos_ros.tools.cli import check_out_folder
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import sigterm_raises
 from vos_ros.tools.cli import ToolParser
@@ -149,28 +149,21 @@ def write_csv(path, rows):
 
 
 def make_backend(name=None, model=None, device=None, target_confidence=None):
-    """Create a backend, passing ``model_path``/``device`` only when given.
+    """Create a backend as the node does (``backends.create_backend_for``).
 
     ``target_confidence`` (0-100, None = the backend's own way): the adaptive backend with that
-    target (``create_backend_with_target``).
+    target (``create_backend_with_target``). A ``device`` for a backend that takes none (flow
+    runs on the CPU) is noted on the log, as the node does; a ``model`` for one that loads
+    none is a ModelError.
     """
-    options = {}
-    if model is not None:
-        if not os.path.isfile(model):
-            raise DataError(f'model file not found: {model}')
-        options['model_path'] = model
-    if device is not None:
-        options['device'] = device
-    try:
-        if target_confidence is None:
-            return create_backend(name, **options)
-        return create_backend_with_target(name, target_confidence, **options)
-    except TypeError as error:
-        if not options:
-            raise
-        given = ', '.join('--model' if key == 'model_path' else '--' + key for key in options)
-        raise ValueError(f'backend {name or DEFAULT_BACKEND!r} does not accept {given} '
-                         f'({error})') from error
+    if model is not None and not os.path.isfile(model):
+        raise DataError(f'model file not found: {model}')
+    backend, used = create_backend_for(name, model, device, target_confidence,
+                                       model_option='--model')
+    if device is not None and used != device and device not in ('auto', 'cpu'):
+        logger.warning('backend %s takes no device; it runs on the CPU (--device %s unused)',
+                       getattr(backend, 'name', name), device)
+    return backend
 
 
 def check_sequences(dataset, names):
@@ -188,12 +181,8 @@ def check_sequences(dataset, names):
 
 
 def _read_truth(sequence, index, shape, log=None):
-    """Read the mask of frame ``index``, checking it has the frame's size."""
-    labels = sequence.read_mask(index, log=log)
-    if labels.shape != shape:
-        raise DataError(f'{sequence.mask_path(index)}: mask size {labels.shape[1]}x'
-                        f'{labels.shape[0]} differs from the image size {shape[1]}x{shape[0]}')
-    return labels
+    """Read the mask of frame ``index`` at the frame's size (``davis.fit_labels``)."""
+    return fit_labels(sequence.read_mask(index, log=log), shape, sequence.mask_path(index), log)
 
 
 def _score(sequence, predictions, annotation, log=None):
@@ -266,7 +255,7 @@ def run_sequence(session, sequence, out_dir, progress=None, video=False, backgro
             image = sequence.read_frame(index)
             if first_size is None:
                 first_size = image.shape[:2]
-                check_same_size(image, first_mask, sequence.mask_path(0))
+                first_mask = fit_labels(first_mask, first_size, sequence.mask_path(0), notes)
             elif image.shape[:2] != first_size:
                 raise DataError(f'{sequence.frame_paths[index]}: image size '
                                 f'{image.shape[1]}x{image.shape[0]} differs from the first '
@@ -388,7 +377,10 @@ def describe_pipeline(backend, working_resolution=None):
     shown = dict(described)
     if shown.get('target_confidence') == 100.0:
         shown.pop('cheap', None)  # the full model on every frame: no cheap path runs
-    if 'resolution' not in shown and shown.get('default_resolution') is not None:
+    if 'resolution' not in shown and shown.get('default_resolution') is not None \
+            and working_resolution is None:
+        # a backend without a network size of its own (flow) works at the session's size:
+        # its default unless one was asked for
         shown['resolution'] = shown['default_resolution']
     if isinstance(shown.get('target_confidence'), float):
         shown['target_confidence'] = f'{shown["target_confidence"]:g}'  # 50, as the node says
@@ -743,7 +735,10 @@ def _parser():
                         help=f'segmentation backend, one of {", ".join(available_backends())}; '
                              f'omitted: the package default ({DEFAULT_BACKEND})')
     parser.add_argument('--model', metavar='PATH', default=None,
-                        help='model file, for backends that take one; omitted: their default')
+                        help='model file, for backends that take one; omitted: their default. '
+                             "With no --backend the model's kind picks the pipeline: a memory "
+                             'model runs adaptively as the default does, an embedding model '
+                             'alone on every frame')
     parser.add_argument('--device', default=None,
                         help='auto, cpu, cuda or cuda:N, for backends that take one; '
                              'omitted: their default')
@@ -791,6 +786,7 @@ def main(argv=None):
 def _run(args):
     """Evaluate as ``args`` say and print the summary; return the exit code."""
     try:
+        check_out_folder(args.out)
         if args.resolution is not None and args.resolution < 0:
             raise ValueError(f'--resolution must be >= 0, got {args.resolution}')
         if args.target_confidence == -1:

@@ -9,7 +9,9 @@ model.pt`` adds metadata to your own TorchScript embedding model (``[1,3,H,W]`` 
 
 import argparse
 import datetime
+import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -49,24 +51,84 @@ def build_parser():
     return parser
 
 
+def error_text(error):
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_out(path):
+    """Refuse an ``--out`` no model file can be written to (ValueError), before any loading.
+
+    Missing parent folders are fine: ``save_model`` creates them, as the other tools do.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f'--out {path} is a folder, expected a model file path')
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f'--out {path}: {parent} is a file, not a folder')
+
+
+def model_given_error(path, out_path, meta):
+    """ModelError for a TorchScript model file given as the checkpoint, saying what to run.
+
+    ``meta``: the file's validated metadata, None for TorchScript without it.
+    """
+    from vos_ros.core.model_io import META_FILE
+
+    traced = f'vos_export --from-traced {shlex.quote(path)} --out {shlex.quote(out_path)}'
+    if meta is None:
+        return ModelError(f'{path} is a TorchScript model without {META_FILE} metadata, not a '
+                          f'vos_train checkpoint; add the metadata with: {traced}')
+    what = (f'{path} is an exported TorchScript model (kind {meta["kind"]}, version '
+            f'{meta["version"]}), not a vos_train checkpoint')
+    if meta['kind'] == 'embedding':
+        return ModelError(f'{what}; to add or replace its metadata use: {traced}')
+    # --from-traced measures an embedding model ([1,3,H,W] -> [1,D,h,w]) only
+    return ModelError(f'{what}: it runs as it is; vos_export rebuilds a {meta["kind"]} model '
+                      'only from its training checkpoint (OUT/last.pt)')
+
+
 def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
     """Trace a vos_train checkpoint into a model file; returns the metadata written."""
     import torch
 
+    from vos_ros.core.model_io import read_metadata
     from vos_ros.core.model_io import save_model
     from vos_ros.core.models import build_model
 
     if not os.path.isfile(checkpoint_path):
         raise ModelError(f'checkpoint not found: {checkpoint_path}')
     try:
-        checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+        meta = read_metadata(checkpoint_path)
+    except ModelError:
+        meta = None  # not an exported model: a checkpoint, or TorchScript without metadata
+    if meta is not None:
+        raise model_given_error(checkpoint_path, out_path, meta)
+    try:
+        with warnings.catch_warnings():
+            # torch.load hands a TorchScript archive on to torch.jit.load with a warning (and
+            # jit.load's deprecation one); such a file is refused below with what to run instead
+            warnings.filterwarnings('ignore', message='.*TorchScript archive',
+                                    category=UserWarning)
+            warnings.simplefilter('ignore', DeprecationWarning)
+            checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+    except Exception as error:
+        raise ModelError(f'cannot read checkpoint {checkpoint_path}: '
+                         f'{error_text(error)}') from error
+    if isinstance(checkpoint, torch.jit.ScriptModule):
+        raise model_given_error(checkpoint_path, out_path, None)
+    try:
         arch, kwargs = checkpoint['arch'], checkpoint['model_kwargs']
         state, train_meta = checkpoint['state_dict'], checkpoint['meta']
     except (KeyError, TypeError) as error:
         raise ModelError(f'{checkpoint_path} is not a vos_train checkpoint (no {error}); for a '
                          'TorchScript model use --from-traced') from error
     except Exception as error:
-        raise ModelError(f'cannot read checkpoint {checkpoint_path}: {error}') from error
+        raise ModelError(f'{checkpoint_path} is not a vos_train checkpoint '
+                         f'({error_text(error)})') from error
     if train_meta.get('kind') == 'memory':
         return _export_memory(checkpoint, out_path, version, resolution)
     if train_meta.get('kind') == 'box':
@@ -152,6 +214,7 @@ def export_traced(traced_path, out_path, args):
     from vos_ros.core.model_io import jit_load
     from vos_ros.core.model_io import META_FILE
     from vos_ros.core.model_io import probe_embedding
+    from vos_ros.core.model_io import read_extra_file
     from vos_ros.core.model_io import save_model
     from vos_ros.tools.train import MEAN
     from vos_ros.tools.train import STD
@@ -159,11 +222,21 @@ def export_traced(traced_path, out_path, args):
     if not os.path.isfile(traced_path):
         raise ModelError(f'traced model not found: {traced_path}')
     try:
+        earlier = json.loads(read_extra_file(traced_path, META_FILE) or b'{}')
+    except (ModelError, ValueError):
+        earlier = {}  # not a model archive, or unreadable metadata: jit_load says what
+    if earlier.get('kind', 'embedding') != 'embedding':
+        # A memory or box network's forward also gives a feature map, which the probe below
+        # would take for an embedding: the file would load as the wrong kind.
+        raise ModelError(f'{traced_path} is a {earlier["kind"]} model (its {META_FILE}); '
+                         '--from-traced adds metadata to a traced embedding model only: a '
+                         f'{earlier["kind"]} model runs as it is')
+    try:
         module = jit_load(traced_path, 'cpu')
     except Exception as error:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ModelError(f'{traced_path} is not a TorchScript model ({text}); trace your '
-                         'model with torch.jit.trace and save it with torch.jit.save') from error
+        raise ModelError(f'{traced_path} is not a TorchScript model ({error_text(error)}); '
+                         'trace your model with torch.jit.trace and save it with '
+                         'torch.jit.save') from error
     module.eval()
     dim, stride = probe_embedding(module, tuple(args.probe_size))
     meta = {
@@ -188,6 +261,7 @@ def main(argv=None):
     try:
         if bool(args.checkpoint) == bool(args.from_traced):
             raise ValueError('give either a checkpoint or --from-traced MODEL (not both)')
+        check_out(args.out)
         try:
             import torch  # noqa: F401
         except ImportError as error:

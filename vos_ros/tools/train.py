@@ -1,4 +1,4 @@
-"""``vos_train``: train a pixel-embedding model (PML family) on DAVIS folders and synthetic video.
+"""``vos_train``: train a pixel-embedding (PML) or a space-time memory model (``--kind memory``).
 
 Each training sample is a pair of frames of one sequence (reference and query) with their
 masks. The loss is PML's nearest-neighbour triplet loss: for every sampled query pixel, the
@@ -25,8 +25,8 @@ import time
 import cv2
 import numpy as np
 
-from vos_ros.core.davis import check_same_size
 from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
@@ -144,7 +144,7 @@ def load_davis_sequences(root, names, resolution, progress=True):
             if not os.path.isfile(path):
                 raise DataError(f'missing mask {path}: training needs a mask for every frame')
             labels = sequence.read_mask(index)
-            check_same_size(image, labels, path)
+            labels = fit_labels(labels, image.shape[:2], path)
             image, labels = _resize_pair(image, labels, resolution)
             frames.append(image)
             masks.append(labels)

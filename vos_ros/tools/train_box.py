@@ -9,7 +9,7 @@ Each sample is the object's box as a person draws it (tight, or every side moved
 +10 % of the box size, so loose and off-centre), the crop around it (the geometry of
 ``vos_ros.core.interactive``), a flip and a little colour jitter. A share of samples has no box
 (clicks only; the first click at the object's centre). Clicks are simulated as interactive
-segmentation benchmarks do (RITM's iterative training): 0-3 rounds without gradients each add a
+segmentation benchmarks do (RITM's iterative training): 0-2 rounds without gradients each add a
 click at the centre of the largest error region and pass the prediction on as the previous
 mask; the last round is trained (binary cross entropy + soft IoU loss). The image encoder up to
 stride 8 is frozen (batch norm too); the stride-16 stage trains at ``--encoder-lr-scale``.

@@ -13,6 +13,8 @@ DEFAULT_BACKEND = 'adaptive'
 #: Model kinds the default pipeline runs adaptively (they have a region-of-interest pass);
 #: a model file of another kind runs alone.
 ADAPTIVE_KINDS = ('memory',)
+#: Backends that load a model file and run it on a device (options ``model_path``, ``device``).
+MODEL_BACKENDS = ('adaptive', 'embedding', 'memory')
 
 
 def default_backend_name(model_path=None):
@@ -101,5 +103,38 @@ def create_backend_with_target(name=None, target_confidence=None, **options):
     return AdaptiveBackend(full=create_backend(resolved, **options), target_confidence=target)
 
 
-__all__ = ['ADAPTIVE_KINDS', 'Backend', 'DEFAULT_BACKEND', 'available_backends',
-           'create_backend', 'create_backend_with_target', 'default_backend_name']
+def create_backend_for(name=None, model_path=None, device=None, target_confidence=None,
+                       model_option='model_path'):
+    """Create a backend from a user's settings (node parameters, tool options).
+
+    Returns ``(backend, device)``: ``device`` is the one passed on, ``'cpu'`` for a backend
+    that takes none (``flow`` runs on the CPU whatever ``device`` says: the caller may say so).
+    ``model_path`` (None or '' = the backend's default) for a backend that loads no model is a
+    ModelError naming ``model_option`` (how the user gave it: a parameter, a command-line
+    option): silently ignoring the user's model would be worse. ``target_confidence``: see
+    ``create_backend_with_target``. A model that fails to load (torch's OSError or
+    RuntimeError) is a ModelError naming the backend; ValueError for bad names and values.
+    """
+    from vos_ros.core.errors import ModelError
+
+    resolved = (default_backend_name(model_path) if name in (None, '', 'default') else name)
+    options = {}
+    if resolved in MODEL_BACKENDS:
+        if model_path:
+            options['model_path'] = model_path
+        if device is not None:
+            options['device'] = device
+    elif model_path and resolved in _factories():
+        raise ModelError(f'{model_option} is set but backend {resolved!r} loads no model; '
+                         f'choose a backend that does ({", ".join(MODEL_BACKENDS)}) or leave '
+                         f'{model_option} out')
+    try:
+        backend = create_backend_with_target(resolved, target_confidence, **options)
+    except (OSError, RuntimeError) as error:  # e.g. torch failing to read a file
+        raise ModelError(f'backend {resolved!r} failed to start: {error}') from error
+    return backend, options.get('device', 'cpu')
+
+
+__all__ = ['ADAPTIVE_KINDS', 'Backend', 'DEFAULT_BACKEND', 'MODEL_BACKENDS',
+           'available_backends', 'create_backend', 'create_backend_for',
+           'create_backend_with_target', 'default_backend_name']
