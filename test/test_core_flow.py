@@ -103,6 +103,12 @@ def test_session_uses_backend_default_resolution():
     assert native[1].probs.shape[1:] == (480, 640)
 
 
+def test_propagated_frames_are_the_cheap_path(clip):
+    # flow has no full model: path shares (vos_eval, vos_node's /diagnostics) must say so
+    results = _run(FlowBackend(), clip.frames[:4], clip.first_mask)
+    assert [r.path for r in results] == ['given', 'cheap', 'cheap', 'cheap']
+
+
 def _square_leaving_clip(num_frames=14, width=160, height=96, step=12):
     rng = np.random.default_rng(5)
     background = rng.integers(0, 90, (height, width, 3)).astype(np.uint8)

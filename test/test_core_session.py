@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from vos_ros.core.errors import DataError
 from vos_ros.core.metrics import db_eval_iou
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
@@ -162,3 +163,51 @@ def test_bad_config_raises_value_error(kwargs):
 def test_unknown_backend_raises_value_error():
     with pytest.raises(ValueError, match='unknown backend'):
         Session('no-such-backend')
+
+
+def test_given_mask_is_fitted_like_vos_eval_and_another_aspect_refused(clip):
+    """One rule with vos_eval (davis.fit_labels): the frame's aspect ratio is resized."""
+    import cv2
+
+    frame, mask = clip.frames[0], clip.masks[0]
+    # A column lost at export (judo's 853x480 masks of 854x480 frames), half the size, and
+    # the working size (48x32 here: its rounding to 16 moves the aspect ratio by 12 %).
+    config = SessionConfig(resolution=36, size_multiple=16)
+    for width, height in ((WIDTH - 1, HEIGHT), (WIDTH // 2, HEIGHT // 2), (48, 32)):
+        small = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        expected = cv2.resize(small, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
+        result = Session('flow', config).step(frame, small)
+        np.testing.assert_array_equal(result.labels, expected)
+    # A square mask of these 4:3 frames would be tracked stretched: refused, named.
+    square = cv2.resize(mask, (HEIGHT, HEIGHT), interpolation=cv2.INTER_NEAREST)
+    with pytest.raises(DataError, match=r'^given mask: mask size 72x72 differs from image size '
+                       r'96x72 \(another aspect ratio'):
+        Session('flow', config).step(frame, square)
+
+
+def test_refused_mask_leaves_the_session_as_it_was(clip):
+    import cv2
+
+    square = cv2.resize(clip.masks[0], (HEIGHT, HEIGHT), interpolation=cv2.INTER_NEAREST)
+    config = SessionConfig(resolution=0)
+    session = Session('flow', config)
+    with pytest.raises(DataError):
+        session.step(cv2.resize(clip.frames[0], (2 * WIDTH, 2 * HEIGHT)), square)
+    assert not session.initialized
+    # Still a fresh session: the next good mask starts it at frame 0, working at that
+    # frame's size (not the refused frame's).
+    result = session.step(clip.frames[1], clip.masks[1])
+    assert result.frame_index == 0 and session.object_ids == [3, 7]
+    assert result.probs.shape[1:] == (HEIGHT, WIDTH)
+
+    # Tracking goes on as if the refused mask had never come (flow is deterministic).
+    reference = Session('flow', config)
+    reference.step(clip.frames[1], clip.masks[1])
+    square_of_one = np.where(square == 3, 9, 0).astype(np.uint8)
+    with pytest.raises(DataError):
+        session.step(clip.frames[2], square_of_one)
+    assert session.object_ids == [3, 7]
+    for index in (2, 3):
+        got, want = session.step(clip.frames[index]), reference.step(clip.frames[index])
+        assert got.frame_index == want.frame_index == index - 1
+        np.testing.assert_array_equal(got.labels, want.labels)

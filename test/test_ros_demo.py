@@ -174,3 +174,17 @@ def test_demo_says_when_it_cannot_score(tmp_path, capsys, monkeypatch):
     assert 'not scored: no frame has a ground-truth mask' in capsys.readouterr().out
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['scored_frames'] == 0 and 'JF' not in summary
+
+
+def test_an_annotation_of_another_aspect_ratio_is_refused_while_loading(tmp_path, capsys):
+    square = tmp_path / 'square.png'
+    write_labels(square, np.ones((50, 50), np.uint8))
+    args = demo.build_parser().parse_args(['--annotation', str(square), '--frames', '3',
+                                           '--width', '96', '--height', '72'])
+    with pytest.raises(demo.DataError, match='square.png: mask size 50x50 differs'):
+        demo.load_clip(args)
+    narrower = tmp_path / 'narrower.png'
+    write_labels(narrower, np.ones((72, 95), np.uint8))
+    args.annotation = str(narrower)
+    assert demo.load_clip(args).annotation.shape == (72, 96)
+    assert 'narrower.png: mask 95x72 resized to the frame size 96x72' in capsys.readouterr().err

@@ -119,6 +119,8 @@ BAD_INPUTS = {
     'zero size': lambda f: _raw(0, 0, 'rgb8', 0, b''),
     'step too small': lambda f: _raw(HEIGHT, WIDTH, 'rgb8', WIDTH * 3 - 3,
                                      bytes((WIDTH * 3 - 3) * HEIGHT)),
+    # the session refuses images under 2x2: a bad frame too, not a failed one
+    'too small': lambda f: _raw(1, 1, 'rgb8', 3, bytes(3)),
 }
 
 
@@ -128,6 +130,7 @@ BAD_WORDS = {
     'unknown encoding': 'unsupported encoding',
     'zero size': 'zero-size',
     'step too small': 'step',
+    'too small': 'image is too small: 1x1',
 }
 
 
@@ -228,6 +231,7 @@ def test_overlay_and_diagnostics(annotated_node, clip, ros_context):
         assert key in values
     assert values['device'] == 'cpu'
     assert int(values['frames_published']) > 0 and int(values['frames_bad']) >= 0
+    assert values['frames_failed'] == '0'  # bad input is skipped as bad, never as a failure
 
 
 def test_waits_without_annotation_then_compressed_input_and_sigint(clip, ros_context,
@@ -268,6 +272,39 @@ def test_waits_without_annotation_then_compressed_input_and_sigint(clip, ros_con
         code = stop_node(process)
     assert code == 0, log.read_text()
     assert 'Traceback' not in log.read_text()
+
+
+def test_an_annotation_of_another_aspect_ratio_is_refused_and_tracking_goes_on(
+        clip, ros_context, tmp_path):
+    annotation = tmp_path / 'first.png'
+    write_labels(annotation, clip.first_mask)
+    log = tmp_path / 'node.log'
+    process = start_node({'annotation_path': str(annotation), 'backend': 'flow'},
+                         remappings={'image': '/sq/image', 'segmentation': '/sq/labels'},
+                         node_name='vos_square', log_path=str(log))
+    client = SegmentationClient(image_topic='/sq/image', segmentation_topic='/sq/labels',
+                                vos_node_name='vos_square', context=ros_context,
+                                name='vos_square_client')
+    try:
+        assert client.wait_for_node(60.0, process), log.read_text()
+        first = _answer(client, _send(client, clip.frames[0]))
+        np.testing.assert_array_equal(first, clip.first_mask)
+        square = np.zeros((HEIGHT, HEIGHT), np.uint8)
+        square[10:30, 10:30] = 7  # a new object on a map of another aspect ratio
+        client.publish_annotation(square)
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while 'refused' not in log.read_text() and time.monotonic() < deadline:
+            answer = _answer(client, _send(client, clip.frames[1]))
+            assert answer is not None, log.read_text()  # the frame is still answered
+            assert 7 not in np.unique(answer)
+        assert 'annotation: mask size 120x120 differs' in log.read_text(), log.read_text()
+        # the objects given at first are still tracked, and nothing else
+        answer = _answer(client, _send(client, clip.frames[2]))
+        assert set(np.unique(answer)) == {0, *clip.object_ids}
+    finally:
+        client.close()
+        code = stop_node(process)
+    assert code == 0, log.read_text()
 
 
 def _write_bad_png(path):

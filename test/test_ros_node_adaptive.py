@@ -4,6 +4,7 @@ import time
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticStatus
 import pytest
 from rcl_interfaces.msg import Parameter
 from rcl_interfaces.msg import ParameterType
@@ -79,7 +80,8 @@ class _Node:
         """Key-value dicts of this node's /diagnostics statuses received after ``since``."""
         ours = [status for array in self.diagnostics[since:] for status in array.status
                 if status.name == f'{self.name}: segmentation']
-        return [dict({kv.key: kv.value for kv in s.values}, message=s.message) for s in ours]
+        return [dict({kv.key: kv.value for kv in s.values}, message=s.message, level=s.level)
+                for s in ours]
 
     def wait_diagnostics(self, since, predicate, timeout=TIMEOUT):
         deadline = time.monotonic() + timeout
@@ -119,7 +121,9 @@ def test_target_at_start_and_at_run_time(clip, ros_context, tmp_path):
             assert node.send(frame) is not None
         assert node.wait_diagnostics(
             since, lambda v: v['target_confidence'] == '100' and v['effective_target'] == '100'
-            and float(v['path_full_share']) > 0.3), node.values(since)
+            and float(v['path_full_share']) > 0.3), \
+            [(v['message'], v['target_confidence'], v['effective_target'], v['path_full_share'],
+              v['frames_published']) for v in node.values(since)]
         assert 'target_confidence 100 from the next frame' in node.log.read_text()
     finally:
         assert node.close() == 0, node.log.read_text()
@@ -141,6 +145,17 @@ def test_behind_the_camera_lowers_the_target_and_says_so(clip, ros_context, tmp_
         assert 'target_confidence lowered' in lowered[0]['message']
         assert all(v['target_confidence'] == '100' for v in lowered)
         assert 'falling behind the camera' in node.log.read_text()
+        # The camera stops: behind nothing, the node restores the requested target and says
+        # that no image comes (OK), not "behind the camera" for as long as it stays silent.
+        since = len(node.diagnostics)
+        assert node.wait_diagnostics(since, lambda v: v['message'].startswith(
+            'no image for ') and v['effective_target'] == '100'), node.values(since)
+        time.sleep(1.0)
+        later = node.values(since)
+        stopped = next(i for i, v in enumerate(later) if v['message'].startswith('no image'))
+        assert all(v['message'].startswith('no image for ') and v['effective_target'] == '100'
+                   and v['level'] == DiagnosticStatus.OK for v in later[stopped:]), later
+        assert 'target_confidence back to 100' in node.log.read_text()
     finally:
         assert node.close() == 0, node.log.read_text()
 

@@ -358,7 +358,8 @@ def test_publish_without_node_fails_clearly(tmp_path, capsys):
                 '--annotation-topic', f'/annotate_test_{os.getpid()}/annotation',
                 '--timeout', '1'])
     assert code == 1
-    assert 'no node listens' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'no node listens' in err and f'{out} was written all the same' in err
     assert out.exists()
 
 
@@ -400,6 +401,95 @@ def test_publish_reaches_a_listener(tmp_path):
         listener.kill()
     assert encoding == 'mono8'
     assert np.array_equal(np.load(received), read_labels(out))
+
+
+def _stub_publisher(monkeypatch):
+    """Replace the ROS publisher by a list of what it was given (no node, no DDS)."""
+    sent = []
+    monkeypatch.setattr(annotate, 'publish_labels',
+                        lambda labels, topic, timeout, frame_id: sent.append(
+                            (labels.copy(), topic, frame_id)))
+    return sent
+
+
+@pytest.mark.parametrize('mode', ['box', 'points', 'from-mask', 'from-mask alone',
+                                  'live topic'])
+def test_publish_without_out_writes_no_file(tmp_path, monkeypatch, capsys, mode):
+    """The README's re-target step: a mask sent live is not stopped by the first step's file."""
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    gt = tmp_path / 'gt.png'
+    Image.fromarray(disc.astype(np.uint8) * 255).save(gt)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / annotate.DEFAULT_OUT).write_bytes(b'the node reads me')
+    sent = _stub_publisher(monkeypatch)
+    monkeypatch.setattr(annotate, 'grab_topic_frame', lambda topic, timeout: (image, 'cam'))
+    argv = {'box': ['--image', path, '--box', bbox_text(disc)],
+            'points': ['--image', path, '--points', '40,45,1', '5,5,0'],
+            'from-mask': ['--image', path, '--from-mask', gt],
+            'from-mask alone': ['--from-mask', gt],
+            # a frame asked for by name is still written: only the unasked mask file is not
+            'live topic': ['--topic', '/camera/image_raw', '--box', bbox_text(disc),
+                           '--save-frame', 'frame.png']}[mode]
+    before = set(os.listdir(tmp_path))
+    assert run(argv + ['--publish']) == 0
+    out = capsys.readouterr().out
+    assert 'no file written' in out and 'published to /vos_node/annotation' in out
+    assert (tmp_path / annotate.DEFAULT_OUT).read_bytes() == b'the node reads me'
+    assert set(os.listdir(tmp_path)) - before == ({'frame.png'} if mode == 'live topic'
+                                                  else set())
+    (labels, topic, frame_id), = sent
+    assert topic == '/vos_node/annotation'
+    assert frame_id == ('cam' if mode == 'live topic' else '')
+    assert iou(labels == 1, disc) > (0.7 if mode == 'points' else 0.85)
+
+
+def test_publish_without_out_failing_says_no_file_was_written(tmp_path, monkeypatch, capsys):
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    monkeypatch.chdir(tmp_path)
+    code = run(['--image', path, '--box', bbox_text(disc), '--publish',
+                '--annotation-topic', f'/annotate_test_{os.getpid()}/nobody', '--timeout', '1'])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert 'no node listens' in err and 'no file was written: pass --out FILE' in err
+    assert sorted(os.listdir(tmp_path)) == ['f.png']
+
+
+def test_an_existing_file_stops_only_an_out_that_is_written(tmp_path, monkeypatch, capsys):
+    image, disc, _ = frame()
+    path = write_rgb(tmp_path / 'f.png', image)
+    monkeypatch.chdir(tmp_path)
+    default = tmp_path / annotate.DEFAULT_OUT
+    default.write_bytes(b'keep me')
+    sent = _stub_publisher(monkeypatch)
+    box = ['--image', path, '--box', bbox_text(disc)]
+    # Without --publish the default file is the result: refused, saying it is the default.
+    assert run(box) == 1
+    err = capsys.readouterr().err
+    assert f'{annotate.DEFAULT_OUT} exists; it is the default --out; pass --out FILE' in err
+    assert '--publish without --out' in err
+    # The window saves to --out before it publishes (key P), with or without --publish.
+    windows = []
+    monkeypatch.setattr('vos_ros.tools.annotate_window.run_window',
+                        lambda source, args: windows.append(args.out) or 0)
+    for extra in ([], ['--publish']):
+        assert run(['--image', path] + extra) == 1
+        err = capsys.readouterr().err
+        assert 'the default --out, where the window saves' in err
+        assert '--publish without' not in err
+    assert not windows
+    default.unlink()
+    assert run(['--image', path, '--publish']) == 0
+    assert windows == [annotate.DEFAULT_OUT]
+    # An --out the user names keeps its protection, --publish or not; nothing is sent.
+    out = tmp_path / 'mine.png'
+    out.write_bytes(b'mine')
+    assert run(box + ['--out', out, '--publish']) == 1
+    assert 'mine.png exists; pass --force to overwrite it' in capsys.readouterr().err
+    assert out.read_bytes() == b'mine' and not sent
+    assert run(box + ['--out', out, '--publish', '--force']) == 0
+    assert iou(read_labels(out) == 1, disc) > 0.85 and len(sent) == 1
 
 
 TALKER = r"""

@@ -317,3 +317,18 @@ def test_interrupted_replay_reports_what_it_processed(tmp_path, clip, ros_env, m
     assert report['frames'] == 8 and report['frames_in_bag'] == FRAMES
     assert len(read_masks(out / 'masks')) == 8
     assert report['JF'] is not None
+
+
+def test_an_annotation_of_another_aspect_ratio_is_refused_before_the_node(tmp_path):
+    plan = bag_eval.BagPlan.__new__(bag_eval.BagPlan)
+    plan.sizes = [(96, 72)]
+    plan.ground_truth = [None]
+    square = tmp_path / 'square.png'
+    write_labels(square, np.ones((50, 50), np.uint8))
+    args = type('Args', (), {'annotation': str(square), 'external': False})()
+    with pytest.raises(bag_eval.DataError, match='square.png: mask size 50x50 differs'):
+        bag_eval._annotation(args, plan)
+    narrower = tmp_path / 'narrower.png'
+    write_labels(narrower, np.ones((72, 95), np.uint8))
+    args.annotation = str(narrower)
+    assert bag_eval._annotation(args, plan).shape == (72, 96)

@@ -12,6 +12,7 @@ import numpy as np
 
 from vos_ros.core.errors import DataError
 from vos_ros.core.labels import read_labels
+from vos_ros.core.labels import resize_labels
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -162,4 +163,4 @@ def fit_labels(labels, shape, what, log=None):
                         f'{width}x{height} (another aspect ratio: not a mask of this frame)')
     if log is not None:
         log(f'mask {mask_w}x{mask_h} resized to the frame size {width}x{height}')
-    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+    return resize_labels(labels, width, height)

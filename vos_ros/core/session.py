@@ -14,6 +14,7 @@ import numpy as np
 
 from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends.base import Backend
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.labels import labels_from_array
 
 
@@ -187,22 +188,25 @@ class Session:
         """Segment ``image`` (H×W×3 uint8 RGB); ``mask`` (H×W labels) sets or adds objects.
 
         Objects present in ``mask`` take exactly its pixels; objects tracked before but absent
-        from it keep their propagated region outside the mask's objects.
+        from it keep their propagated region outside the mask's objects. A mask of another
+        size is resized when it has the image's aspect ratio (``davis.fit_labels``); another
+        aspect ratio raises DataError and leaves the session as it was.
         """
         start = time.perf_counter()
         image = as_rgb_image(image)
         height, width = image.shape[:2]
-        if self._work_size is None:
-            self._work_size = self._working_size(width, height)
-        work_w, work_h = self._work_size
-        work_image = image if (width, height) == (work_w, work_h) else cv2.resize(
-            image, (work_w, work_h), interpolation=cv2.INTER_AREA)
-
+        # The mask is checked before the session changes: a refused one (DataError) leaves
+        # the objects tracked so far, or an uninitialised session, as they were.
         full_mask = None
         if mask is not None:
             full_mask = self._check_mask(mask, width, height)
             if not full_mask.any() and not self._object_ids:
                 full_mask = None
+        if self._work_size is None:
+            self._work_size = self._working_size(width, height)
+        work_w, work_h = self._work_size
+        work_image = image if (width, height) == (work_w, work_h) else cv2.resize(
+            image, (work_w, work_h), interpolation=cv2.INTER_AREA)
 
         backend_ms = 0.0
         path = 'given' if full_mask is not None else 'full'
@@ -253,10 +257,19 @@ class Session:
     # -- helpers -------------------------------------------------------------------------
 
     def _check_mask(self, mask, width, height):
+        """Return a given mask as a label map at the frame's size ``width``×``height``.
+
+        A mask of the frame's aspect ratio (``davis.fit_labels``, the rule ``vos_eval`` uses)
+        or of this frame's working size is resized by nearest neighbour; another aspect ratio
+        is a mask of other frames, which resizing would stretch: DataError.
+        """
         mask = labels_from_array(mask)
-        if mask.shape != (height, width):
-            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-        return mask
+        # The working size keeps the aspect ratio only to within its rounding to
+        # size_multiple (up to 3 % at 240 px with 16), yet a mask at that size is of this frame.
+        work_w, work_h = self._working_size(width, height)
+        if mask.shape != (height, width) and mask.shape == (work_h, work_w):
+            return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        return fit_labels(mask, (height, width), 'given mask')
 
     def _merge_mask(self, full_mask, propagated, work_w, work_h):
         mask = cv2.resize(full_mask, (work_w, work_h), interpolation=cv2.INTER_NEAREST)

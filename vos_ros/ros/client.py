@@ -173,7 +173,10 @@ class NodeDiagnostics:
     status): the latest values, and over the whole recording the targets it ran at.
 
     ``node``: an rclpy Node to subscribe with (its executor must spin). ``vos_node_name``:
-    whose status to keep (None: any vos node's). ``values`` holds the latest key/value pairs
+    whose status to keep, as the node names it (its fully qualified name without the leading
+    slash): a fully qualified name (``robot1/vos_node``, ``/robot1/vos_node``, ``/vos_node``)
+    keeps that node's only, a plain name (``vos_node``) that node's in any namespace, None
+    any vos node's. ``values`` holds the latest key/value pairs
     (strings as published), ``count`` the messages seen, ``lowered`` those whose
     ``effective_target`` was under ``target_confidence`` (the node lowering its effort to keep
     up, issue 15) and ``lowest_target`` the lowest effective target seen (None without an
@@ -183,7 +186,8 @@ class NodeDiagnostics:
     def __init__(self, node, vos_node_name=None):
         from diagnostic_msgs.msg import DiagnosticArray
 
-        self._suffix = f'{vos_node_name}: segmentation' if vos_node_name else ': segmentation'
+        self._name = vos_node_name.lstrip('/') if vos_node_name else None
+        self._exact = bool(vos_node_name) and '/' in vos_node_name
         self._lock = threading.Lock()
         self.values = {}
         self.count = 0
@@ -194,7 +198,7 @@ class NodeDiagnostics:
 
     def _on_message(self, msg):
         for status in msg.status:
-            if not status.name.endswith(self._suffix):
+            if not self._ours(status.name):
                 continue
             values = {kv.key: kv.value for kv in status.values}
             with self._lock:
@@ -209,6 +213,16 @@ class NodeDiagnostics:
                     self.lowered += 1
                 if self.lowest_target is None or effective < self.lowest_target:
                     self.lowest_target = effective
+
+    def _ours(self, status_name):
+        if not status_name.endswith(': segmentation'):
+            return False
+        if self._name is None:
+            return True
+        node = status_name[:-len(': segmentation')]
+        if self._exact:
+            return node == self._name  # two namespaced nodes of one name are told apart
+        return node == self._name or node.endswith('/' + self._name)
 
     def fresh(self, timeout=5.0):
         """Wait up to ``timeout`` s for the next message; return the latest values, numbers

@@ -47,6 +47,7 @@ from vos_ros.core.backends.adaptive import DEFAULT_TARGET
 from vos_ros.core.backends import create_backend_for
 from vos_ros.core.backends import DEFAULT_BACKEND
 from vos_ros.core.backends import default_backend_name
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.device import resolve_device
 from vos_ros.core.device import validate_device_string
 from vos_ros.core.errors import DataError
@@ -54,6 +55,7 @@ from vos_ros.core.errors import VosError
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import overlay
 from vos_ros.core.labels import read_labels
+from vos_ros.core.session import as_rgb_image
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.ros.client import check_ros_environment
@@ -130,7 +132,8 @@ PARAMETERS = {
         'few cheap frames; 100 = full model every frame. -1 = the backend default (adaptive: '
         f'{DEFAULT_TARGET}, chosen by measurement; memory, embedding: 100). Changeable at run '
         'time; when the node falls behind the camera it lowers its effective target before '
-        'dropping frames (/diagnostics says so). No effect with backend flow. An integer or '
+        'dropping frames, and restores it as the load allows, when the camera stops and on '
+        '~/reset (/diagnostics says so). No effect with backend flow. An integer or '
         'a decimal number (as vos_eval --target-confidence).', False,
         # an integer or a decimal, each with its range (rclpy checks the one of the value's
         # type); dynamic typing as for every decimal parameter (_declare_parameters)
@@ -169,6 +172,16 @@ EFFORT_SETTLE_FRAMES = 3
 #: and is almost never trusted, so the full model runs too and each frame costs more than at
 #: 100 (seen: target 95 made a 10 Hz demo drop frames it answered at 100).
 EFFORT_FIRST_STEP = 20.0
+#: Judged frames in a row in the hold band (steps at 60-90 % of the input interval, no frame
+#: waiting, none dropped) before the effective target is raised a point: the step mean moves
+#: by a fifth per frame, so 10 frames show what the last point cost before the next one.
+EFFORT_PROBE_FRAMES = 10
+#: A camera silent for max(STALL_MIN_S, STALL_INTERVALS x the mean input interval) has
+#: stopped: the node is behind nothing, so its effort judgement starts over. 5 intervals: a
+#: few missing frames (a retransmission, a driver's hiccup) are not a stop; 2 s at least: 5
+#: intervals of a 30 Hz camera are 0.17 s, which a loaded machine's pause can exceed.
+STALL_MIN_S = 2.0
+STALL_INTERVALS = 5
 
 
 def queue_frame(queue, frame, capacity, step_ms=None, interval_s=None):
@@ -187,6 +200,11 @@ def queue_frame(queue, frame, capacity, step_ms=None, interval_s=None):
         dropped += 1
     queue.append(frame)
     return dropped
+
+
+def _ema(mean, value):
+    """The running mean of the effort figures: ``value`` weighs a fifth (None: the first)."""
+    return value if mean is None else 0.8 * mean + 0.2 * value
 
 
 class VosNode(Node):
@@ -241,11 +259,19 @@ class VosNode(Node):
         self._last_diag_dropped = 0
         # Effort control (adaptive backends): recent paths, input interval and step time.
         self._paths = collections.deque(maxlen=STATS_WINDOW)
-        self._last_received = None
+        self._last_received = None  # for the silence of the camera
+        self._interval_from = None  # the next input interval starts here (None: a new stream)
         self._interval_ema = None
         self._step_ema = None
+        self._full_step_ema = None  # steps of the frames the full model ran on
         self._steps_seen = 0
+        self._hold_frames = 0
         self._effort_drops = 0
+        # set by _adaptive_backend (on the worker) for backends with a full model
+        self._requested_target = None
+        self._effort_offset = 0.0
+        #: /diagnostics status name: two namespaced nodes must be told apart (robot1/vos_node)
+        self._status_name = f'{self.get_fully_qualified_name().lstrip("/")}: segmentation'
 
         # The worker thread builds the backend and runs every step: torch's OpenMP threads then
         # form one team. A model loaded on this thread and run on another made every step about
@@ -438,61 +464,151 @@ class VosNode(Node):
             with self._cond:
                 self._requested_target = target
                 self._effort_offset = 0.0
+                self._hold_frames = 0
             self.get_logger().info(f'target_confidence {target:g} from the next frame')
         return SetParametersResult(successful=True)
 
-    def _adapt_effort(self, step_ms, backlog, drops):
+    def _adapt_effort(self, step_ms, backlog, drops, path=None):
         """Lower the effective target when the node falls behind the camera; restore it later.
 
         Behind: a frame was dropped since the last step, or one was already waiting when the
         worker got free while steps take more than 90 % of the input interval. Both lower the
-        effective target (by 10 and 5 points, at least EFFORT_FIRST_STEP below the request);
-        steps under 60 % of the interval raise it back a point per frame (the last
-        EFFORT_FIRST_STEP points at once). Nothing is judged in the first
-        EFFORT_SETTLE_FRAMES frames. A client that waits for each answer (lock-step) never
-        leaves a frame waiting, so it is never judged behind.
+        effective target (by 10 and 5 points, at least EFFORT_FIRST_STEP below the request).
+        Back up: at once to the requested target when the full model's own steps (``path``
+        'full') take under 80 % of the interval, the costliest frames at any target; steps
+        under 60 % of the interval raise it a point per frame (the last EFFORT_FIRST_STEP
+        points at once, but not to a request over 100 - EFFORT_FIRST_STEP once the full
+        model's frames were measured too slow for it); steps at 60-90 % with nothing waiting
+        hold it, and raise it a point after EFFORT_PROBE_FRAMES such frames in a row, down to
+        EFFORT_FIRST_STEP below the request (a probe that falls behind is cut again). Nothing
+        is judged in the first EFFORT_SETTLE_FRAMES frames of a stream. A client that waits
+        for each answer (lock-step) never leaves a frame waiting, so it is never judged behind.
         """
-        self._step_ema = step_ms if self._step_ema is None else \
-            0.8 * self._step_ema + 0.2 * step_ms
-        self._steps_seen += 1
-        if self._adaptive is None or self._steps_seen <= EFFORT_SETTLE_FRAMES:
-            # The first frames say little of the load: the mean step and frame interval are
-            # still settling (frames matched late arrive in a burst), so nothing is judged yet.
-            return
-        with self._cond:
-            interval = self._interval_ema
+        with self._cond:  # the executor thread starts the judgement over (_restart_effort)
+            self._step_ema = _ema(self._step_ema, step_ms)
+            if path == 'full':
+                self._full_step_ema = _ema(self._full_step_ema, step_ms)
+            self._steps_seen += 1
+            if self._adaptive is None or self._steps_seen <= EFFORT_SETTLE_FRAMES:
+                # The first frames say little of the load: the mean step and frame interval
+                # are still settling (frames matched late arrive in a burst), so nothing is
+                # judged yet.
+                return
+            interval_ms = 1000.0 * (self._interval_ema or 0.0)
             requested = self._requested_target
             offset = self._effort_offset
-        load = self._step_ema / (interval * 1000.0) if interval else 0.0
-        if drops:
-            offset = max(offset + 10.0, EFFORT_FIRST_STEP)
-        elif backlog and load > 0.9:
-            offset = max(offset + 5.0, EFFORT_FIRST_STEP)
-        elif load < 0.6:
-            offset -= 1.0
-            if offset < EFFORT_FIRST_STEP:
-                offset = 0.0  # back to the requested target in one step (same reason)
-        offset = min(max(offset, 0.0), requested)
-        with self._cond:
+            load = self._step_ema / interval_ms if interval_ms else 0.0
+            full_load = self._full_step_ema / interval_ms \
+                if interval_ms and self._full_step_ema is not None else None
+            mean_ms, full_ms = self._step_ema, self._full_step_ema  # for the log line
+            hold = full_fits = False
+            if drops:
+                offset = max(offset + 10.0, EFFORT_FIRST_STEP)
+            elif backlog and load > 0.9:
+                offset = max(offset + 5.0, EFFORT_FIRST_STEP)
+            elif full_load is not None and full_load < 0.8:
+                # Every frame the full model runs on fits (at 50-99 it follows a rejected
+                # cheap try, the costliest frame there is), so any target keeps up; without
+                # it a node that fell behind once stayed low though 100 fitted. 0.8, not the
+                # 0.9 that cuts: a margin, or the next frames' noise cuts it again at once.
+                offset = 0.0
+                full_fits = True
+            elif load < 0.6 and offset > 0.0:
+                offset -= 1.0
+                if offset < EFFORT_FIRST_STEP:
+                    # back to the requested target in one step (same reason), unless the full
+                    # model's frames, what a request over 100 - EFFORT_FIRST_STEP costs on
+                    # (nearly) every frame, were measured not to fit: that jump swung a 20 Hz
+                    # camera between 80 and 100 twice a second
+                    offset = EFFORT_FIRST_STEP if full_load is not None and \
+                        requested > 100.0 - EFFORT_FIRST_STEP else 0.0
+            elif not backlog and load <= 0.9:
+                # Keeping up, but with no room to spare: without a probe the target stayed
+                # lowered for good once the load sat here. One point at a time, and never
+                # the last EFFORT_FIRST_STEP: at 81-99 both paths run on most frames, so
+                # that jump can cost more than all the probes before it.
+                hold = True
+                self._hold_frames += 1
+                if self._hold_frames >= EFFORT_PROBE_FRAMES and offset > EFFORT_FIRST_STEP:
+                    offset -= 1.0
+                    self._hold_frames = 0
+            if not hold:
+                self._hold_frames = 0
+            offset = min(max(offset, 0.0), requested)
             if requested == self._requested_target:  # not changed meanwhile
                 self._effort_offset = offset
         effective = requested - offset
-        if effective != self._adaptive.target_confidence:
-            if effective < self._adaptive.target_confidence:
+        current = self._adaptive.target_confidence
+        if effective != current:
+            if effective < current:
                 self._log_throttled('warning', 'effort', (
                     f'falling behind the camera: target_confidence lowered to {effective:g} '
                     f'(requested {requested:g})'), period=10.0)
+            elif effective == requested:
+                why = (f"the full model's frames take {full_ms:.0f} ms" if full_fits else
+                       f'steps take {mean_ms:.0f} ms')
+                self._log_throttled('info', 'effort_back', (
+                    f'keeping up with the camera: target_confidence back to {requested:g} '
+                    f'({why} of {interval_ms:.0f})'), period=10.0)
             self._adaptive.set_target(effective)
+
+    def _camera_stopped(self, now):
+        """``(silence, lowered)``: seconds without an image once the camera counts as stopped
+        (else None), and the effective target a stop restored (else None).
+
+        Stopped: silent for max(STALL_MIN_S, STALL_INTERVALS x the mean input interval). The
+        first stop after a stream starts the effort judgement over (_restart_effort). Called
+        with ``_cond`` held.
+        """
+        if self._last_received is None:
+            return None, None
+        silence = now - self._last_received
+        limit = STALL_MIN_S
+        if self._interval_ema is not None:
+            limit = max(limit, STALL_INTERVALS * self._interval_ema)
+        if silence <= limit:
+            return None, None
+        if self._interval_ema is None and self._effort_offset == 0.0:
+            # nothing learnt of a stream yet: a camera slower than one frame in STALL_MIN_S
+            # must still get its first interval measured
+            return silence, None
+        return silence, self._restart_effort()
+
+    def _restart_effort(self):
+        """Start the effort judgement over: the requested target from the next frame on.
+
+        For a new stream (the camera stopped, ~/reset): the figures of the last one would
+        judge the next one, and a target lowered for a camera that is gone kept /diagnostics
+        saying "behind the camera". The next frames settle afresh (EFFORT_SETTLE_FRAMES).
+        Called with ``_cond`` held; returns the effective target that was lowered, or None.
+        """
+        lowered = None
+        if self._adaptive is not None and self._effort_offset > 0.0:
+            lowered = self._requested_target - self._effort_offset
+        self._effort_offset = 0.0
+        self._interval_from = None  # the silence is no interval of the next stream
+        self._interval_ema = None
+        self._step_ema = None
+        self._full_step_ema = None
+        self._steps_seen = 0
+        self._hold_frames = 0
+        return lowered
+
+    def _log_restored(self, lowered, why):
+        self.get_logger().info(f'target_confidence back to {self._requested_target:g} '
+                               f'(was lowered to {lowered:g}): {why}')
 
     # -- callbacks (executor thread: never run the model here) ------------------------------
 
     def _on_image(self, msg):
         received = time.monotonic()
         with self._cond:
-            if self._last_received is not None:
-                interval = received - self._last_received
-                self._interval_ema = interval if self._interval_ema is None else \
-                    0.8 * self._interval_ema + 0.2 * interval
+            # a stop the diagnostics timer has not seen yet (a long diagnostics_period): this
+            # frame starts a new stream all the same
+            silence, lowered = self._camera_stopped(received)
+            if self._interval_from is not None:
+                self._interval_ema = _ema(self._interval_ema, received - self._interval_from)
+            self._interval_from = received
             self._last_received = received
             self._stats['received'] += 1
             settled = self._steps_seen > EFFORT_SETTLE_FRAMES
@@ -500,6 +616,8 @@ class VosNode(Node):
                 self._queue, (msg, received), self._settings['frame_queue'],
                 self._step_ema if settled else None, self._interval_ema)
             self._cond.notify()
+        if lowered is not None:
+            self._log_restored(lowered, f'no image for {silence:.1f} s before this one')
 
     def _on_annotation(self, msg):
         try:
@@ -518,6 +636,9 @@ class VosNode(Node):
             self._pending_annotation = None
             self._latencies.clear()
             self._step_times.clear()
+            lowered = self._restart_effort()  # a reset starts the stream over
+        if lowered is not None:
+            self._log_restored(lowered, 'tracking reset')
         response.success = True
         if self._file_annotation is not None:
             response.message = ('tracking reset; annotation_path is applied again to the next '
@@ -595,6 +716,12 @@ class VosNode(Node):
                 image = compressed_msg_to_rgb(msg)
             else:
                 image = image_msg_to_rgb(msg)
+            try:
+                image = as_rgb_image(image)  # what the session accepts (at least 2x2)
+            except ValueError as error:
+                # a bad frame like any malformed one, not a failed step; a kind of its own,
+                # or a zero-size frame's warning would silence it for 2 s
+                raise ConversionError(str(error), 'small') from None
         except ConversionError as error:
             self._stats['bad'] += 1
             if annotation is not None:  # keep it for the next good frame
@@ -617,9 +744,15 @@ class VosNode(Node):
         if mask is not None:
             self._needs_file_annotation = False
             if mask.shape != (height, width):
-                self.get_logger().info(f'annotation {mask.shape[1]}x{mask.shape[0]} rescaled to '
-                                       f'the image size {width}x{height}')
-        elif not self.session.initialized:
+                try:
+                    # the session's rule (davis.fit_labels), checked here so that the frame is
+                    # still answered with the objects tracked so far
+                    mask = fit_labels(mask, (height, width), 'annotation',
+                                      lambda line: self.get_logger().info(line))
+                except DataError as error:
+                    self._log_throttled('warning', 'annotation', f'{error}: refused')
+                    mask = None
+        if mask is None and not self.session.initialized:
             self._stats['waiting'] += 1
             self._log_throttled('info', 'waiting', (
                 f'waiting for an annotation: set parameter annotation_path or publish a label '
@@ -641,7 +774,7 @@ class VosNode(Node):
             self._step_times.append(step_ms)
             self._publish_times.append(done)
             self._paths.append(result.path)
-        self._adapt_effort(step_ms, backlog, drops)
+        self._adapt_effort(step_ms, backlog, drops, result.path)
         if self._overlay_pub.get_subscription_count() > 0 \
                 and self.get_parameter('publish_overlay').value:
             alpha = float(self.get_parameter('overlay_alpha').value)
@@ -669,14 +802,22 @@ class VosNode(Node):
         for path in ('full', 'cheap', 'given'):
             stats[f'path_{path}_share'] = paths.count(path) / len(paths) if paths else 0.0
         if self._adaptive is not None:
-            stats['target_confidence'] = self._requested_target
-            stats['effective_target'] = self._adaptive.target_confidence
+            with self._cond:
+                # what the next frame runs at: a target restored while no frame comes (the
+                # camera stopped, ~/reset) reaches the backend only with the next frame
+                stats['target_confidence'] = self._requested_target
+                stats['effective_target'] = self._requested_target - self._effort_offset
         return stats
 
     def _publish_diagnostics(self):
+        with self._cond:
+            silence, lowered = self._camera_stopped(time.monotonic())
+        if lowered is not None:  # the camera stopped: the node is behind nothing now
+            self._log_restored(lowered, f'no image for {silence:.1f} s on '
+                               f'{self._image_sub.topic_name}; the next stream is judged '
+                               'afresh')
         stats = self.statistics()
-        status = DiagnosticStatus(name=f'{self.get_name()}: segmentation',
-                                  hardware_id=self._device)
+        status = DiagnosticStatus(name=self._status_name, hardware_id=self._device)
         new_drops = stats['dropped'] - self._last_diag_dropped
         self._last_diag_dropped = stats['dropped']
         if stats['received'] == 0:
@@ -696,6 +837,12 @@ class VosNode(Node):
             self._log_throttled('warning', 'dropped', (
                 f'dropped {stats["dropped"]} of {stats["received"]} frames so far: '
                 'inference is slower than the camera'), period=10.0)
+        elif silence is not None:
+            # OK: the node is ready and behind nothing. A stopped camera is the camera's
+            # (or the bag's end), and a WARN would flag every replay that ends; "no image
+            # received yet" stays WARN: mostly a wrong topic or QoS.
+            status.level = DiagnosticStatus.OK
+            status.message = f'no image for {silence:.0f} s on {self._image_sub.topic_name}'
         elif self._adaptive is not None and \
                 stats['effective_target'] < stats['target_confidence']:
             status.level = DiagnosticStatus.WARN

@@ -14,8 +14,10 @@ box's mask in turn, with none they alone mark object ``--object`` or 1), ``--fro
 go to the learned box model shipped in the package (default ``--method auto``: GrabCut when
 the model cannot load, saying so once; ``--method grabcut`` for GrabCut only).
 With a source and no hint the annotation window opens (needs a display). The result is a
-palette PNG of the frame's size (``--out``); ``--publish`` also sends it to the node's
-``~/annotation`` topic so tracking restarts on it.
+palette PNG of the frame's size (``--out``, default AnnotatedFrame.png); ``--publish`` also
+sends it to the node's ``~/annotation`` topic so tracking restarts on it, and with hints but no
+``--out`` only sends it (no file is written). The window always saves to ``--out`` (key P
+saves, then publishes).
 """
 
 import argparse
@@ -390,21 +392,50 @@ def labels_from_mask_file(path, image):
     return labels
 
 
-def check_out(path, force, flag='--out', expected='a .png file path'):
-    """Refuse a folder, and an existing file without --force (ValueError)."""
+def check_out(path, force, flag='--out', expected='a .png file path', hint=''):
+    """Refuse a folder, and an existing file without --force (ValueError).
+
+    ``hint`` replaces the advice given for an existing file (the default ``--out``'s).
+    """
     if os.path.isdir(path):
         raise ValueError(f'{flag} {path} is a folder, expected {expected}')
     if os.path.exists(path) and not force:
-        raise ValueError(f'{path} exists; pass --force to overwrite it')
+        raise ValueError(f'{path} exists; {hint or "pass --force to overwrite it"}')
 
 
-def check_outputs(args):
-    """Check ``--out`` and ``--save-frame`` before any work: a bad name then writes nothing."""
-    # write_labels writes a palette PNG whatever the name: PIL cannot store one as JPEG and
-    # knows no format for a name without extension.
-    if not os.path.isdir(args.out) and not args.out.lower().endswith('.png'):
-        raise ValueError(f'--out must be a .png file (masks are palette PNGs), got {args.out}')
-    check_out(args.out, args.force)
+def resolve_out(args, has_hint):
+    """Set ``args.out`` to DEFAULT_OUT where it was not given and a file is wanted.
+
+    Return True when the default was taken. Boxes, clicks or a mask file sent with
+    ``--publish`` and no ``--out`` need no file: ``args.out`` stays None. The window always
+    saves to a file (its key P saves, then publishes).
+    """
+    if args.out is not None or (args.publish and has_hint):
+        return False
+    args.out = DEFAULT_OUT
+    return True
+
+
+def check_outputs(args, default_out=False, window=False):
+    """Check ``--out`` and ``--save-frame`` before any work: a bad name then writes nothing.
+
+    ``default_out``: ``args.out`` is DEFAULT_OUT, not named by the user: an existing file
+    there is refused with the ways around it (``window``: for the annotation window).
+    """
+    if args.out is not None:
+        # write_labels writes a palette PNG whatever the name: PIL cannot store one as JPEG
+        # and knows no format for a name without extension.
+        if not os.path.isdir(args.out) and not args.out.lower().endswith('.png'):
+            raise ValueError(f'--out must be a .png file (masks are palette PNGs), got '
+                             f'{args.out}')
+        hint = ''
+        if default_out:
+            # The user did not name this file: say that it is the default, and what to do.
+            hint = ('it is the default --out' + (', where the window saves' if window else '')
+                    + '; pass --out FILE to write another file, --force to overwrite it'
+                    + ('' if window else ', or --publish without --out to send the mask '
+                       'to the node without writing a file'))
+        check_out(args.out, args.force, hint=hint)
     if args.save_frame:
         # imwrite picks its encoder by the name: asked here, a bad one stops before the mask
         if not os.path.isdir(args.save_frame) and not cv2.haveImageWriter(args.save_frame):
@@ -455,7 +486,7 @@ def publish_labels(labels, topic=DEFAULT_ANNOTATION_TOPIC, timeout=5.0, frame_id
             if time.monotonic() > deadline:
                 raise VosError(f'no node listens on {topic} (waited {timeout:g} s): start '
                                'vos_node first, in the same ROS_DOMAIN_ID, or pass '
-                               '--annotation-topic; the mask was saved all the same')
+                               '--annotation-topic')
             rclpy.spin_once(node, timeout_sec=0.05)
         # Discovery shows the reader a moment before the writer has matched it.
         time.sleep(0.3)
@@ -513,7 +544,8 @@ def build_parser():
     hints.add_argument('--model', metavar='PT',
                        help='box model file (default: the one shipped in vos_ros/data)')
     output = parser.add_argument_group('output')
-    output.add_argument('--out', default=DEFAULT_OUT, help='palette PNG to write')
+    output.add_argument('--out', help=f'palette PNG to write (default: {DEFAULT_OUT}; none '
+                        'when --publish sends a box, click or mask file result)')
     output.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     output.add_argument('--save-frame', metavar='FILE',
                         help='also write the annotated frame (PNG/JPEG) here')
@@ -544,7 +576,8 @@ def main(argv=None):
             parse_numbers(text, 4, '--box x0,y0,x1,y1')
         for text in args.points or []:
             parse_numbers(text, 3, '--points x,y,label')
-        check_outputs(args)
+        default_out = resolve_out(args, has_hint)
+        check_outputs(args, default_out, window=not has_hint)
         source = open_source(args)
         if source is None and not args.from_mask:
             raise ValueError('give a source (--image, --video, --sequence, --bag with --topic, '
@@ -558,15 +591,25 @@ def main(argv=None):
             labels = labels_from_mask_file(args.from_mask, image)
         else:
             labels = labels_from_hints(image, args)
-        save_labels(args.out, labels, args.force)
+        if args.out is not None:
+            save_labels(args.out, labels, args.force)
         if args.save_frame and image is not None:
             save_frame(args.save_frame, image)
         area = {i: int((labels == i).sum()) for i in object_ids(labels)}
-        print(f'wrote {args.out} ({labels.shape[1]}x{labels.shape[0]}, objects '
-              + ', '.join(f'{i}: {n} px' for i, n in area.items()) + ')')
+        summary = (f'{labels.shape[1]}x{labels.shape[0]}, objects '
+                   + ', '.join(f'{i}: {n} px' for i, n in area.items()))
+        if args.out is not None:
+            print(f'wrote {args.out} ({summary})')
+        else:
+            print(f'mask {summary} (no --out: no file written)')
         if args.publish:
-            publish_labels(labels, args.annotation_topic, args.timeout,
-                           source.frame_id if source is not None else '')
+            try:
+                publish_labels(labels, args.annotation_topic, args.timeout,
+                               source.frame_id if source is not None else '')
+            except VosError as error:
+                kept = (f'{args.out} was written all the same' if args.out is not None else
+                        'no file was written: pass --out FILE to keep the mask')
+                raise VosError(f'{error}; {kept}') from None
             print(f'published to {args.annotation_topic}')
         return 0
     except (VosError, ValueError) as error:

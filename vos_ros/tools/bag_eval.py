@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
 from vos_ros.core.image_codec import compressed_to_rgb
@@ -691,7 +692,10 @@ def _check_args(args):
 
 def _annotation(args, plan):
     if args.annotation:
-        return read_labels(args.annotation)
+        width, height = plan.sizes[0]
+        # the node would refuse a mask of another aspect ratio on every frame: say it now
+        return fit_labels(read_labels(args.annotation), (height, width), args.annotation,
+                          lambda line: _LOGGER.warning('%s: %s', args.annotation, line))
     first = plan.ground_truth[0]
     if (first is None or not first.any()) and args.external:
         _LOGGER.warning('no annotation for the first image: the external node keeps what it '

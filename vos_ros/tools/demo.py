@@ -113,7 +113,12 @@ def load_clip(args):
         clip = Clip(f'synthetic-{args.seed}', synthetic.frames, synthetic.first_mask,
                     synthetic.masks)
     if args.annotation:
-        clip.annotation = read_labels(args.annotation)
+        from vos_ros.core.davis import fit_labels
+
+        # the node would refuse a mask of another aspect ratio on every frame: say it now
+        clip.annotation = fit_labels(
+            read_labels(args.annotation), clip.frames[0].shape[:2], args.annotation,
+            lambda line: print(f'vos_demo: note: {args.annotation}: {line}', file=sys.stderr))
     if clip.annotation is None:
         raise ValueError('--video needs --annotation FIRST_MASK.png (a label map of frame 0)')
     if not clip.annotation.any():

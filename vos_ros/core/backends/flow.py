@@ -177,6 +177,10 @@ class FlowBackend(Backend):
 
     name = 'flow'
     default_resolution = QUALITIES[DEFAULT_QUALITY]['resolution']
+    #: Result.path of every propagated frame (the session reads it): flow is the cheap path
+    #: itself, with no full model, so path shares must not count its frames as the full
+    #: model's.
+    last_path = 'cheap'
 
     def __init__(self, quality=DEFAULT_QUALITY, preset=None, consistency=None,
                  appearance=True, cell=16, colour_bits=3, colour_space='lab',
