@@ -6,10 +6,8 @@ import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 from diagnostic_msgs.msg import DiagnosticStatus
 import pytest
-from rcl_interfaces.msg import Parameter
-from rcl_interfaces.msg import ParameterType
-from rcl_interfaces.msg import ParameterValue
 from rcl_interfaces.srv import SetParameters
+import rclpy.parameter
 
 from vos_ros.core.labels import write_labels
 from vos_ros.core.synthetic import make_clip
@@ -62,13 +60,8 @@ class _Node:
 
     def set_target(self, value):
         assert self.parameters.wait_for_service(timeout_sec=TIMEOUT)
-        if isinstance(value, str):
-            typed = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        elif isinstance(value, float):
-            typed = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-        else:
-            typed = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-        parameter = Parameter(name='target_confidence', value=typed)
+        # rclpy's Parameter types the message from the Python value (int, float, str)
+        parameter = rclpy.parameter.Parameter('target_confidence', value=value).to_parameter_msg()
         future = self.parameters.call_async(SetParameters.Request(parameters=[parameter]))
         deadline = time.monotonic() + TIMEOUT
         while not future.done() and time.monotonic() < deadline:

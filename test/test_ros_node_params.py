@@ -6,11 +6,10 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
-from rcl_interfaces.msg import Parameter
 from rcl_interfaces.msg import ParameterType
-from rcl_interfaces.msg import ParameterValue
 from rcl_interfaces.srv import GetParameters
 from rcl_interfaces.srv import SetParameters
+import rclpy.parameter
 from sensor_msgs.msg import Image
 
 from vos_ros.core.labels import overlay
@@ -92,13 +91,9 @@ class _Node:
 
     def set(self, name, value):
         """Set a parameter through the node's parameter service; the SetParametersResult."""
-        if isinstance(value, str):
-            typed = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        elif isinstance(value, float):
-            typed = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-        else:
-            typed = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
-        request = SetParameters.Request(parameters=[Parameter(name=name, value=typed)])
+        # rclpy's Parameter types the message from the Python value (int, float, str)
+        request = SetParameters.Request(
+            parameters=[rclpy.parameter.Parameter(name, value=value).to_parameter_msg()])
         return _call(self.setter, request).results[0]
 
     def overlay_of(self, frame):
