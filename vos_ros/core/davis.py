@@ -147,10 +147,10 @@ def fit_labels(labels, shape, what, log=None):
     """Return an H×W label map at ``shape`` (H, W): the frame's size.
 
     A mask of another size with the frame's aspect ratio (within ``ASPECT_TOLERANCE``: a
-    pixel lost at export, a mask made at another resolution) is resized by nearest neighbour,
-    as ``Session.step`` does with a given mask, and ``log`` (a callable taking one line; the
-    label reader's) is told. Another aspect ratio is a mask of another video: DataError naming
-    ``what`` (the mask's file).
+    pixel lost at export, a mask made at another resolution) is resized by nearest neighbour
+    (``Session.step`` applies the same rule to a given mask), and ``log`` (a callable taking
+    one line; the label reader's) is told. Another aspect ratio is a mask of another video:
+    DataError naming ``what`` (the mask's file).
     """
     labels = np.asarray(labels)
     height, width = int(shape[0]), int(shape[1])

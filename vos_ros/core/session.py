@@ -16,6 +16,7 @@ from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends.base import Backend
 from vos_ros.core.davis import fit_labels
 from vos_ros.core.labels import labels_from_array
+from vos_ros.core.labels import resize_labels
 
 
 @dataclasses.dataclass
@@ -268,7 +269,7 @@ class Session:
         # size_multiple (up to 3 % at 240 px with 16), yet a mask at that size is of this frame.
         work_w, work_h = self._working_size(width, height)
         if mask.shape != (height, width) and mask.shape == (work_h, work_w):
-            return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+            return resize_labels(mask, width, height)
         return fit_labels(mask, (height, width), 'given mask')
 
     def _merge_mask(self, full_mask, propagated, work_w, work_h):

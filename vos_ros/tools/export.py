@@ -9,7 +9,6 @@ model.pt`` adds metadata to your own TorchScript embedding model (``[1,3,H,W]`` 
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -214,7 +213,7 @@ def export_traced(traced_path, out_path, args):
     from vos_ros.core.model_io import jit_load
     from vos_ros.core.model_io import META_FILE
     from vos_ros.core.model_io import probe_embedding
-    from vos_ros.core.model_io import read_extra_file
+    from vos_ros.core.model_io import read_metadata
     from vos_ros.core.model_io import save_model
     from vos_ros.tools.train import MEAN
     from vos_ros.tools.train import STD
@@ -222,9 +221,9 @@ def export_traced(traced_path, out_path, args):
     if not os.path.isfile(traced_path):
         raise ModelError(f'traced model not found: {traced_path}')
     try:
-        earlier = json.loads(read_extra_file(traced_path, META_FILE) or b'{}')
-    except (ModelError, ValueError):
-        earlier = {}  # not a model archive, or unreadable metadata: jit_load says what
+        earlier = read_metadata(traced_path)
+    except ModelError:
+        earlier = {}  # no (valid) metadata, the usual traced model, or not TorchScript at all
     if earlier.get('kind', 'embedding') != 'embedding':
         # A memory or box network's forward also gives a feature map, which the probe below
         # would take for an embedding: the file would load as the wrong kind.
