@@ -136,6 +136,24 @@ def test_compressed_roundtrip_png_is_lossless_jpeg_close():
     assert np.abs(jpeg.astype(int) - rgb).mean() < 4
 
 
+def test_truncated_jpeg_is_a_decode_error_padded_one_is_not():
+    rgb = cv2.GaussianBlur(_rgb(64, 96, seed=3), (7, 7), 3)
+    data = bytes(rgb_to_compressed_msg(rgb, 'jpeg', quality=90).data)
+    # OpenCV alone returns the cut stream as an image (its lower rows grey): the check is ours
+    cut = data[:len(data) * 2 // 3]
+    assert cv2.imdecode(np.frombuffer(cut, np.uint8), cv2.IMREAD_COLOR) is not None
+    with pytest.raises(ConversionError, match='truncated JPEG') as caught:
+        compressed_msg_to_rgb(CompressedImage(format='jpeg', data=cut))
+    assert caught.value.kind == 'decode'
+    # padding after the end-of-image marker, as some encoders write, is still a whole frame
+    padded = compressed_msg_to_rgb(CompressedImage(format='jpeg', data=data + bytes(16)))
+    assert padded.shape == rgb.shape
+    # PNG never goes through the JPEG check
+    png = bytes(rgb_to_compressed_msg(rgb, 'png').data)
+    np.testing.assert_array_equal(
+        compressed_msg_to_rgb(CompressedImage(format='png', data=png)), rgb)
+
+
 def test_array_to_image_msg_rejects_bad_arrays():
     with pytest.raises(ValueError):
         array_to_image_msg(np.zeros((2, 2, 3), np.float32), 'rgb8')

@@ -248,3 +248,40 @@ def test_missing_mask_folder_is_an_error(dataset, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err == f'vos_make_bag: error: mask folder not found: {missing}\n'
         assert not out.exists()
+
+
+def test_masks_follow_the_shared_size_rule(dataset, tmp_path, capsys, caplog):
+    """A mask a pixel narrower than its frame is resized (said once); another aspect ratio is
+    another video's mask: an error, and the bag already at OUT is kept."""
+    sources = sorted((dataset / 'JPEGImages' / '480p' / 'single').iterdir())[:3]
+    folder, masks = tmp_path / 'frames', tmp_path / 'masks'
+    folder.mkdir()
+    masks.mkdir()
+    truth = []
+    for path in sources:
+        (folder / path.name).write_bytes(path.read_bytes())
+        labels = np.zeros((48, 64), np.uint8)
+        labels[10:30, 20:40] = 1
+        truth.append(labels)
+        cv2.imwrite(str(masks / (path.stem + '.png')), labels[:, :63] * 255)  # 63x48
+    out = tmp_path / 'bag'
+    with caplog.at_level('WARNING'):
+        assert make_bag.main([str(folder), str(out), '--masks', str(masks), '--quiet']) == 0
+    resized = [r.getMessage() for r in caplog.records if 'resized' in r.getMessage()]
+    assert len(resized) == 1 and 'and 2 more' in resized[0], resized
+    ground_truth = read_bag(out)['/ground_truth']
+    assert len(ground_truth) == 3
+    for (_, msg), labels in zip(ground_truth, truth):
+        assert (msg.width, msg.height) == (64, 48)
+        got = pixels(msg, 1)
+        assert set(np.unique(got)) == {0, 1}  # 255 read as object 1, no blended ids
+        overlap = np.logical_and(got == 1, labels == 1).sum()
+        assert overlap / np.logical_or(got == 1, labels == 1).sum() > 0.9
+    before = _bag_state(out)
+    cv2.imwrite(str(masks / (sources[1].stem + '.png')), np.zeros((48, 48), np.uint8))
+    capsys.readouterr()
+    assert make_bag.main([str(folder), str(out), '--masks', str(masks), '--quiet',
+                          '--overwrite']) == 1
+    err = capsys.readouterr().err
+    assert 'another aspect ratio' in err and sources[1].stem in err, err
+    assert _bag_state(out) == before

@@ -109,12 +109,42 @@ def raw_to_labels(msg, log=None):
         raise ImageDecodeError(f'bad label map: {error}') from error
 
 
+#: JPEG start-of-image and end-of-image markers (ITU-T T.81, B.1.1.3).
+_JPEG_SOI = b'\xff\xd8'
+_JPEG_EOI = b'\xff\xd9'
+#: Bytes after the end-of-image marker still taken as a whole JPEG (some encoders pad).
+_JPEG_TAIL = 64
+
+
+def jpeg_truncated(data):
+    """Return True for a JPEG stream cut short: no end-of-image marker at its end.
+
+    ``data``: the bytes of a compressed image; a stream that is not JPEG (no start-of-image
+    marker) is never called truncated. OpenCV's decoder fills the missing rows of a cut JPEG
+    with grey and returns an image without an error (libjpeg only prints a warning), so a
+    frame cut on a lossy link would be segmented as if the scene had turned grey. Inside the
+    entropy-coded data a 0xFF byte is always stuffed or a restart marker, so ``FF D9`` near the
+    end is the end-of-image marker; up to 64 bytes of padding after it are allowed.
+    """
+    data = bytes(data)
+    if not data.startswith(_JPEG_SOI):
+        return False
+    return _JPEG_EOI not in data[-(_JPEG_TAIL + len(_JPEG_EOI)):]
+
+
 def compressed_to_rgb(data, image_format=''):
-    """Decode a compressed buffer (jpeg, png, ...) to H×W×3 uint8 RGB."""
+    """Decode a compressed buffer (jpeg, png, ...) to H×W×3 uint8 RGB.
+
+    Raises ImageDecodeError (kind ``decode``) for an empty buffer, one OpenCV cannot decode,
+    and a JPEG cut short (``jpeg_truncated``), which OpenCV would return half grey.
+    """
     buffer = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data,
                            dtype=np.uint8)
     if buffer.size == 0:
         raise ImageDecodeError('empty compressed image', 'decode')
+    if jpeg_truncated(buffer.tobytes()):
+        raise ImageDecodeError(f'truncated JPEG (format {image_format!r}, {buffer.size} bytes, '
+                               'no end-of-image marker): the frame was cut short', 'decode')
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise ImageDecodeError(f'cannot decode compressed image (format {image_format!r}, '

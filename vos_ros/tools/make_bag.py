@@ -31,12 +31,12 @@ import time
 import cv2
 
 from vos_ros.core.davis import Dataset
+from vos_ros.core.davis import fit_labels
 from vos_ros.core.davis import list_images
 from vos_ros.core.davis import read_image
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import VosError
 from vos_ros.core.labels import read_labels
-from vos_ros.core.labels import resize_labels
 from vos_ros.tools import bagio
 from vos_ros.tools.cli import int_in
 from vos_ros.tools.cli import sigterm_raises
@@ -220,13 +220,11 @@ def make_bag(source, out, fps=DEFAULT_FPS, storage='mcap', image_topic='/image',
                                  bagio.image_msg(pixels, stamp, frame_id, encoding))
                     size = (rgb.shape[1], rgb.shape[0])
                     if ground_truth and key in source.masks:
-                        labels = read_labels(source.masks[key], log=notes.append)
-                        if labels.shape != rgb.shape[:2]:
-                            # Some DAVIS-2017 masks are a pixel narrower than their frames.
-                            _LOGGER.warning('mask %s is %dx%d, its frame %dx%d: resized '
-                                            '(nearest)', source.masks[key], labels.shape[1],
-                                            labels.shape[0], size[0], size[1])
-                            labels = resize_labels(labels, size[0], size[1])
+                        # the one rule of every tool: a mask a pixel narrower than its frame
+                        # (some DAVIS-2017 files) is resized, one of another aspect ratio is
+                        # another video's and stops the run (OUT untouched: staged)
+                        labels = fit_labels(read_labels(source.masks[key], log=notes.append),
+                                            rgb.shape[:2], source.masks[key], notes.append)
                         writer.write(gt_topic, stamp, bagio.image_msg(labels, stamp, frame_id))
                         written_gt += 1
                     images += 1
