@@ -274,3 +274,61 @@ def test_jpeg_compressed_colour_mask_keeps_only_the_object():
 def test_directory_is_named_as_such(tmp_path):
     with pytest.raises(DataError, match='is a directory'):
         read_labels(tmp_path)
+
+
+def _soft_disc(shape=(90, 120), scale=1.0):
+    """A disc blurred to soft edges: float32 0..``scale`` with many fractional values."""
+    import cv2
+
+    mask = np.zeros(shape, np.float32)
+    cv2.circle(mask, (60, 45), 28, 1.0, -1)
+    return cv2.GaussianBlur(mask, (9, 9), 3) * np.float32(scale)
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64, np.float16])
+def test_float_probability_mask_is_one_object_above_one_half(dtype):
+    soft = _soft_disc().astype(dtype)
+    lines = []
+    labels = labels_from_array(soft, 'net', log=lines.append)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, (soft > 0.5).astype(np.uint8))
+    assert len(lines) == 1 and lines[0].startswith('net: read as the probability of one object')
+    assert '> 0.5 are object 1' in lines[0]
+    # A confident mask that never reaches 1.0 is the whole object (astype(uint8) left none).
+    hard = (soft > 0.5).astype(dtype) * dtype(0.999)
+    np.testing.assert_array_equal(labels_from_array(hard, log=lines.append), labels)
+    # A probability map one channel of which is object: the same, alpha ignored.
+    grey = np.dstack([soft, soft, soft, np.full(soft.shape, 0.25, dtype)])
+    np.testing.assert_array_equal(labels_from_array(grey, log=lines.append), labels)
+    # Nothing likely enough is no object, said in the line.
+    lines.clear()
+    assert not labels_from_array(soft * dtype(0.4), log=lines.append).any()
+    assert len(lines) == 1 and 'no object' in lines[0]
+
+
+def test_whole_number_floats_are_ids_as_integers_are(caplog):
+    ids = _random_labels([0, 3, 7])
+    with caplog.at_level('WARNING', logger='vos_ros.core.labels'):
+        np.testing.assert_array_equal(labels_from_array(ids.astype(np.float32)), ids)
+        binary = np.where(ids == 3, 255.0, 0.0)  # a 0/255 mask as float: object 1
+        np.testing.assert_array_equal(labels_from_array(binary), (ids == 3).astype(np.uint8))
+        ones = (ids == 7).astype(np.float64)  # 0/1 floats: object 1, no note
+        np.testing.assert_array_equal(labels_from_array(ones), ones.astype(np.uint8))
+    assert not caplog.records
+    with pytest.raises(ValueError, match='0..255'):
+        labels_from_array(np.array([[0.0, 300.0]], np.float32))
+    with pytest.raises(ValueError, match='0..255'):
+        labels_from_array(np.array([[0.0, -2.0]], np.float32))
+
+
+@pytest.mark.parametrize('array, match', [
+    (_soft_disc(scale=255.0), r'fractional values in 0\.\.255'),   # soft 0..255 as float
+    (_soft_disc() - np.float32(0.25), r'fractional values in -0\.25'),
+    (np.array([[0.0, np.nan], [1.0, 0.0]], np.float32), 'NaN or infinite'),
+    (np.array([[0.0, np.inf], [1.0, 0.0]]), 'NaN or infinite'),
+    (np.dstack([_soft_disc(), np.zeros((90, 120), np.float32), _soft_disc()]),
+     'float colour mask'),
+])
+def test_fractional_floats_that_are_no_probability_are_refused(array, match):
+    with pytest.raises(ValueError, match=match):
+        labels_from_array(array, log=lambda line: None)

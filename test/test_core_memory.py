@@ -257,3 +257,31 @@ def test_default_pipeline_redetects_after_full_occlusion(occluded_crossing):
     # found again from the first-frame memory once it reappears, and followed before it
     assert np.mean(ious[hidden[-1] + 3:]) > 0.8, ious
     assert np.mean(ious[:hidden[0]]) > 0.8, ious
+
+
+def test_describe_reports_the_resolution_the_network_reads(tiny_memory_model):
+    """describe()'s resolution is the network's input, not the session's working size."""
+    from vos_ros.core.session import SessionConfig
+
+    clip = make_clip(num_frames=2, width=192, height=128, num_objects=1, seed=5)
+    for options, config, network, working in (
+            # the working size asked of the session: the network still reads its own 64 px
+            ({}, SessionConfig(resolution=96), 64, 96),
+            # the network's resolution asked of the backend: the session works there too
+            ({'resolution': 96}, None, 96, 96),
+            ({'resolution': 96, 'target_confidence': 70}, None, 96, 96)):
+        session = Session('memory', config, model_path=tiny_memory_model, device='cpu',
+                          **options)
+        full = getattr(session.backend, 'full', session.backend)
+        seen = []
+        original = full._encode
+        full._encode = lambda image: seen.append(min(image.shape[:2])) or original(image)
+        results = [session.step(frame, clip.first_mask if index == 0 else None)
+                   for index, frame in enumerate(clip.frames)]
+        # the given frame is memorised at the network's size (the adaptive backend's cheap
+        # path then reads crops or a smaller query: only the first frame is its full model's)
+        assert seen[0] == network
+        if 'target_confidence' not in options:
+            assert set(seen) == {network}
+        assert session.backend.describe()['resolution'] == network
+        assert min(results[-1].probs.shape[1:]) == working

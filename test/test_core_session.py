@@ -211,3 +211,81 @@ def test_refused_mask_leaves_the_session_as_it_was(clip):
         got, want = session.step(clip.frames[index]), reference.step(clip.frames[index])
         assert got.frame_index == want.frame_index == index - 1
         np.testing.assert_array_equal(got.labels, want.labels)
+
+
+def test_float_probability_mask_sets_object_one(clip):
+    # A network's confident output that never reaches 1.0: the whole object, not none.
+    probability = (clip.masks[0] == 3).astype(np.float32) * np.float32(0.999)
+    result = Session('flow').step(clip.frames[0], probability)
+    assert result.object_ids == [1]
+    np.testing.assert_array_equal(result.labels, (clip.masks[0] == 3).astype(np.uint8))
+    with pytest.raises(ValueError, match='fractional values'):
+        Session('flow').step(clip.frames[0], probability * np.float32(255.0))
+
+
+def test_frame_of_another_aspect_ratio_is_refused_and_leaves_the_session(clip):
+    session, reference = Session('flow'), Session('flow')
+    for tracker in (session, reference):
+        tracker.step(clip.frames[0], clip.masks[0])
+    # 60x40 (3:2) after 96x72 (4:3): squeezed to the working size, the objects would be lost.
+    with pytest.raises(DataError, match=r'^frame size 60x40 has another aspect ratio than the '
+                       r"stream's first frame 96x72 .*call reset\(\) for a new stream"):
+        session.step(clip.frames[1][:40, :60])
+    assert session.object_ids == [3, 7]
+    for index in (1, 2):  # tracking goes on as if the frame had never come
+        got, want = session.step(clip.frames[index]), reference.step(clip.frames[index])
+        assert got.frame_index == want.frame_index == index
+        np.testing.assert_array_equal(got.labels, want.labels)
+    # After reset() the other aspect ratio is a new stream.
+    session.reset()
+    square = session.step(clip.frames[3][:, :HEIGHT], clip.masks[3][:, :HEIGHT])
+    assert square.probs.shape[1:] == (HEIGHT, HEIGHT)
+
+
+def test_frame_of_another_size_with_the_same_aspect_ratio_is_resized(clip):
+    import cv2
+
+    session = Session('flow', SessionConfig(resolution=0))
+    session.step(clip.frames[0], clip.masks[0])
+    half = cv2.resize(clip.frames[1], (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_AREA)
+    result = session.step(half)
+    # Answered at the frame's size, worked at the size fixed on the first frame.
+    assert result.labels.shape == (HEIGHT // 2, WIDTH // 2)
+    assert result.probs.shape[1:] == (HEIGHT, WIDTH)
+    expected = cv2.resize(clip.masks[1], (WIDTH // 2, HEIGHT // 2),
+                          interpolation=cv2.INTER_NEAREST)
+    for object_id in (3, 7):
+        assert _iou(result.labels == object_id, expected == object_id) > 0.5
+    # One column less (an 853x480 frame of an 854x480 stream) is the same aspect ratio too.
+    assert session.step(clip.frames[2][:, :WIDTH - 1]).labels.shape == (HEIGHT, WIDTH - 1)
+
+
+def test_untracked_session_starts_anew_on_another_aspect_ratio(clip):
+    session = Session('flow', SessionConfig(resolution=0))
+    assert session.step(clip.frames[0]).path == 'none'  # fixes the working size at 96x72
+    # Nothing is tracked, so nothing can be squeezed: the square frame starts the stream.
+    result = session.step(clip.frames[1][:, :HEIGHT], clip.masks[1][:, :HEIGHT])
+    assert result.path == 'given' and result.probs.shape[1:] == (HEIGHT, HEIGHT)
+    with pytest.raises(DataError, match='frame size 96x72 .* first frame 72x72'):
+        session.step(clip.frames[2])
+
+
+def test_remove_objects_takes_one_id_or_several(clip):
+    session = Session('flow')
+    session.step(clip.frames[0], clip.masks[0])
+    session.remove_objects(7)
+    assert session.object_ids == [3]
+    session.step(clip.frames[1], clip.masks[1])
+    session.remove_objects(np.int64(3))
+    assert session.object_ids == [7]
+    session.remove_objects((7,))
+    assert not session.initialized
+    with pytest.raises(ValueError, match='unknown'):
+        session.remove_objects(5)
+
+
+def test_result_path_says_what_each_backend_ran(clip):
+    """Result.path's documented values: flow is a cheap path on every propagated frame."""
+    paths = [r.path for _, r in Session('flow').propagate(clip.frames[:3], clip.masks[0])]
+    assert paths == ['given', 'cheap', 'cheap']
+    assert Session('flow').step(clip.frames[0]).path == 'none'

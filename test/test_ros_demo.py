@@ -2,12 +2,15 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
+from vos_ros.core.model_io import default_model_path
+from vos_ros.core.model_io import read_metadata
 from vos_ros.core.synthetic import make_clip
 from vos_ros.core.synthetic import write_davis
 from vos_ros.tools import demo
@@ -28,6 +31,10 @@ def test_demo_writes_masks_video_and_scores(tmp_path, capsys, monkeypatch):
     assert summary['node_target_confidence'] == 80
     assert 'node: backend adaptive: memory' in printed.out
     assert 'target_confidence 80' in printed.out
+    # no --model: the node's default model, named by the node, with its version
+    shipped = default_model_path('memory')
+    assert summary['model'] == shipped
+    assert summary['model_version'] == read_metadata(shipped)['version']
     assert summary['frames_sent'] == 12
     assert summary['frames_answered'] + summary['frames_dropped'] == 12
     assert summary['frames_answered'] >= 6  # a small clip at 10 Hz: most frames are answered
@@ -174,6 +181,20 @@ def test_demo_says_when_it_cannot_score(tmp_path, capsys, monkeypatch):
     assert 'not scored: no frame has a ground-truth mask' in capsys.readouterr().out
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['scored_frames'] == 0 and 'JF' not in summary
+
+
+def test_demo_records_the_model_and_its_version(tmp_path, capsys, monkeypatch):
+    # the user's --model, relative: its absolute path and the version its metadata gives
+    shutil.copy(default_model_path('memory'), tmp_path / 'mem.pt')
+    version = read_metadata(tmp_path / 'mem.pt')['version']
+    monkeypatch.setattr(demo, 'play', _fake_play)
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(['--frames', '3', '--width', '64', '--height', '48', '--no-video',
+                      '--model', 'mem.pt', '--out', 'out']) == 0
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    model = os.path.abspath('mem.pt')
+    assert (summary['model'], summary['model_version']) == (model, version)
+    assert f'model {model} version {version}\n' in capsys.readouterr().out
 
 
 def test_an_annotation_of_another_aspect_ratio_is_refused_while_loading(tmp_path, capsys):

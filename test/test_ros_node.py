@@ -11,6 +11,8 @@ from sensor_msgs.msg import Image
 
 from vos_ros.core.labels import write_labels
 from vos_ros.core.metrics import db_eval_iou
+from vos_ros.core.model_io import default_model_path
+from vos_ros.core.model_io import read_metadata
 from vos_ros.core.session import Session
 from vos_ros.core.session import SessionConfig
 from vos_ros.core.synthetic import make_clip
@@ -232,6 +234,18 @@ def test_overlay_and_diagnostics(annotated_node, clip, ros_context):
     assert values['device'] == 'cpu'
     assert int(values['frames_published']) > 0 and int(values['frames_bad']) >= 0
     assert values['frames_failed'] == '0'  # bad input is skipped as bad, never as a failure
+    shipped = default_model_path('memory')  # the default pipeline's model: what ran
+    assert values['model'] == shipped, values
+    assert values['model_version'] == read_metadata(shipped)['version']
+
+
+def test_startup_line_names_the_model_and_its_version(annotated_node):
+    _, _, log = annotated_node
+    shipped = default_model_path('memory')
+    lines = [line for line in log.read_text().splitlines() if 'segmenting ' in line]
+    assert len(lines) == 1, log.read_text()
+    assert (f'with backend adaptive: memory + roi/flow on cpu, model {shipped} version '
+            f'{read_metadata(shipped)["version"]}, target_confidence ') in lines[0], lines[0]
 
 
 def test_waits_without_annotation_then_compressed_input_and_sigint(clip, ros_context,

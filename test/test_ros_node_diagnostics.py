@@ -126,3 +126,29 @@ def test_node_diagnostics_keeps_the_statuses_of_its_node(name, kept):
         diagnostics._on_message(_status(node_name, effective))
     assert diagnostics.count == len(kept)
     assert diagnostics.lowest_target == min(kept)
+
+
+def test_a_frame_of_another_aspect_ratio_is_a_bad_frame_until_reset(start, capfd):
+    from std_srvs.srv import Trigger
+
+    node = start()
+    for count, value in enumerate((9, 12), start=1):
+        node._on_image(_image(value=value))
+        _wait(node, 'published', count)
+    # another aspect ratio would squeeze the tracked object: skipped as bad, not failed
+    node._on_image(_image(HEIGHT, HEIGHT))
+    stats = _wait(node, 'bad', 1)
+    assert stats['bad'] == 1 and stats['errors'] == 0 and stats['published'] == 2
+    # the same aspect ratio at another size is still answered, at its own size
+    node._on_image(_image(WIDTH // 2, HEIGHT // 2))
+    assert _wait(node, 'published', 3)['published'] == 3
+    err = capfd.readouterr().err
+    assert 'another aspect ratio' in err and '~/reset' in err and 'frame failed' not in err
+    # after ~/reset the new view starts a new stream: no longer bad, it waits for an
+    # annotation of its own (the 64x48 file is of the old view: refused)
+    node._on_reset(Trigger.Request(), Trigger.Response())
+    waiting = node.statistics()['waiting']
+    node._on_image(_image(HEIGHT, HEIGHT))
+    stats = _wait(node, 'waiting', waiting + 1)
+    assert stats['waiting'] == waiting + 1 and stats['bad'] == 1 and stats['errors'] == 0
+    assert 'annotation' in capfd.readouterr().err

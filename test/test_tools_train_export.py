@@ -2,6 +2,7 @@
 
 import csv
 import os
+import signal
 
 import pytest
 
@@ -274,3 +275,216 @@ def test_torchrun_two_processes(tmp_path):
     # rank 1 draws other samples, so the averaged gradients give other weights than one process
     assert any(not torch.allclose(value.float(), alone['state_dict'][key].float())
                for key, value in state['state_dict'].items())
+
+
+def _last(out):
+    return torch.load(os.path.join(out, 'last.pt'), weights_only=False)
+
+
+def test_listed_sequences_not_in_the_data_are_named_before_anything(dataset, tmp_path, capsys):
+    typo = tmp_path / 'typo.txt'
+    typo.write_text('synth00\nnosuch\nsynth1\n')
+    out = tmp_path / 'o'
+    for kind in ('embedding', 'memory'):
+        for option in ('--sequences-file', '--exclude-file', '--val-file'):
+            if kind == 'memory' and option == '--val-file':
+                continue  # the memory trainer has no validation
+            argv = [dataset, '--kind', kind, option, str(typo), '--out', str(out)] + TINY
+            assert train.main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"vos_train: error: {option} {typo}: sequence 'nosuch' not "
+                                  'found: no folder '), err
+            assert "sequence 'synth1' not found" in err and 'did you mean synth01' in err
+            assert len(err.splitlines()) == 1 and not out.exists()
+    # without any DAVIS folder, a listed sequence cannot be in the data either
+    assert train.main(['--synthetic', '1', '--exclude-file', str(typo), '--out', str(out)]
+                      + TINY) == 2
+    assert 'no DAVIS folder given' in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize('number, reason, code', [(signal.SIGTERM, 'SIGTERM', 75),
+                                                  (signal.SIGINT, 'Ctrl-C', 130)])
+def test_sigterm_and_ctrl_c_save_and_say_how_to_continue(
+        tmp_path, capsys, monkeypatch, number, reason, code):
+    out = str(tmp_path / 'run')
+    argv = ['--synthetic', '1', '--epochs', '2', '--checkpoint-every', '100', '--out', out] + TINY
+    original = train.nn_triplet_loss
+
+    def signalling(*args):
+        os.kill(os.getpid(), number)  # as kill or Ctrl-C would, inside the first iteration
+        monkeypatch.setattr(train, 'nn_triplet_loss', original)
+        return original(*args)
+
+    monkeypatch.setattr(train, 'nn_triplet_loss', signalling)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert train.main(argv + ['--resume', 'last']) == code
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+    last = os.path.join(out, 'last.pt')
+    assert _last(out)['iteration'] == 1
+    captured = capsys.readouterr()
+    assert captured.err == (f'vos_train: stopped at iteration 1 of 4 ({reason}): continue with '
+                            f'--resume last; checkpoint {last}\n')
+    assert captured.out == ''
+    # the same command continues, and ends with code 0
+    assert train.main(argv + ['--resume', 'last']) == 0
+    assert _last(out)['iteration'] == 4
+    assert [int(r['iteration']) for r in _rows(out)] == [1, 2, 3, 4]
+
+
+def test_max_minutes_stop_exits_75_and_a_second_ctrl_c_quits(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / 'run')
+    argv = ['--synthetic', '1', '--epochs', '2', '--out', out] + TINY
+    assert train.main(argv + ['--max-minutes', '1e-9']) == 75
+    assert 'stopped at iteration 1 of 4 (--max-minutes): continue with --resume last' in \
+        capsys.readouterr().err
+    # --max-minutes reached at the last iteration: the run finished
+    assert train.main(argv + ['--max-minutes', '1e-9', '--resume', 'last', '--epochs', '1']) == 0
+    # a second Ctrl-C does not wait for the end of the iteration: nothing saved
+    stops = train.StopRequests()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stops.reason() == 'Ctrl-C'
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stops.close()
+
+
+def test_unusable_out_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    cases = [(str(afile), f'--out {afile} is a file, expected a folder'),
+             (str(afile / 'sub'), f'--out {afile / "sub"}: {afile} is a file, not a folder')]
+    if os.path.isdir('/proc'):
+        cases.append(('/proc/nope', '--out /proc/nope: cannot write in /proc'))
+    for kind in ('embedding', 'memory'):
+        for out, said in cases:
+            assert train.main(['--kind', kind, '--synthetic', '1', '--out', out] + TINY) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f'vos_train: error: {said}') and len(err.splitlines()) == 1
+    assert afile.read_text() == 'x'
+    if os.path.isdir('/proc'):
+        monkeypatch.setattr(torch, 'load', lambda *args, **kwargs: 1 / 0)
+        assert export.main([str(afile), '--out', '/proc/nope/m.pt']) == 2
+        assert capsys.readouterr().err == ('vos_export: error: --out /proc/nope/m.pt: cannot '
+                                           'write in /proc (No such file or directory)\n')
+
+
+@pytest.fixture(scope='module')
+def tiny_run(dataset, tmp_path_factory):
+    """A 2-iteration embedding run (D=8) and its exported model."""
+    folder = tmp_path_factory.mktemp('tiny_run')
+    out = str(folder / 'run')
+    assert train.main([dataset, '--out', out, '--epochs', '1'] + TINY) == 0
+    model = str(folder / 'model.pt')
+    assert export.main([os.path.join(out, 'last.pt'), '--out', model]) == 0
+    return out, model
+
+
+def _parameters(state):
+    # batch-norm statistics change in any training iteration, even at learning rate 0
+    return {key: value for key, value in state.items()
+            if not key.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}
+
+
+def test_init_starts_a_new_run_from_an_exported_model(tiny_run, tmp_path, capsys):
+    run, model = tiny_run
+    out = str(tmp_path / 'fine')
+    # learning rate 0: the weights after training are the model's
+    argv = ['--synthetic', '1', '--epochs', '1', '--lr', '0', '--out', out] + TINY
+    assert train.main(argv + ['--init', model, '--resume', 'last']) == 0
+    trained = _last(out)
+    assert trained['iteration'] == 2
+    given = model_io.jit_load(model).state_dict()
+    for key, value in _parameters(trained['state_dict']).items():
+        assert torch.equal(value, given[key]), key
+    assert trained['meta']['init']['path'] == os.path.abspath(model)
+    exported = str(tmp_path / 'fine.pt')
+    assert export.main([os.path.join(out, 'last.pt'), '--out', exported]) == 0
+    assert {'init_model': os.path.abspath(model), 'version': 'embednet-it2'} in \
+        model_io.read_metadata(exported)['training_data']
+    capsys.readouterr()
+    # refused with one line: another architecture, another kind, a checkpoint, no architecture
+    raw = str(tmp_path / 'user.pt')
+    torch.jit.save(torch.jit.trace(UserNet().eval(), torch.zeros(1, 3, 64, 64)), raw)
+    traced = str(tmp_path / 'traced.pt')
+    assert export.main(['--from-traced', raw, '--out', traced]) == 0
+    capsys.readouterr()
+    new = tmp_path / 'new'
+    for init, extra, said in (
+            (model, ['--embedding-dim', '16'],
+             f'--init {model} has --embedding-dim 8, this command gives --embedding-dim 16'),
+            (model_io.default_model_path('memory'), [],
+             'is a model of kind memory, this run trains kind embedding'),
+            (os.path.join(run, 'last.pt'), [], '--init needs an exported model'),
+            (traced, [], 'records no architecture')):
+        assert train.main(['--synthetic', '1', '--init', init, '--out', str(new)] + TINY
+                          + extra) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.splitlines()) == 1, err
+        assert not new.exists()
+
+
+def test_init_memory_model(tiny_memory_model, tmp_path):
+    out = str(tmp_path / 'fine')
+    argv = ['--kind', 'memory', '--synthetic', '1', '--init', tiny_memory_model, '--key-dim',
+            '16', '--value-dim', '32', '--top-k', '8', '--crop', '48', '--resolution', '64',
+            '--clip-frames', '2', '--batch-size', '1', '--iters-per-epoch', '1', '--epochs', '1',
+            '--threads', '1', '--lr', '0', '--out', out]
+    assert train.main(argv) == 0
+    given = model_io.jit_load(tiny_memory_model).state_dict()
+    for key, value in _parameters(_last(out)['state_dict']).items():
+        assert torch.equal(value, given[key]), key
+
+
+def test_resume_refuses_an_exported_model_and_another_architecture(tiny_run, tmp_path, capsys):
+    import json
+    import warnings
+
+    run, model = tiny_run
+    out = tmp_path / 'o'
+    for kind, path in (('embedding', model), ('memory', model_io.default_model_path('memory'))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            assert train.main(['--kind', kind, '--synthetic', '1', '--resume', path,
+                               '--out', str(out)] + TINY) == 2
+        assert [str(w.message) for w in caught] == []
+        assert capsys.readouterr().err == (
+            f'vos_train: error: {path} is an exported model (TorchScript), not a training '
+            f'checkpoint: start a new run from its weights with --init {path}\n')
+        assert not out.exists()
+    config = json.loads(open(os.path.join(run, 'config.json')).read())
+    argv = ['--synthetic', '1', '--epochs', '2', '--out', run, '--resume', 'last'] + TINY
+    assert train.main(argv + ['--embedding-dim', '16', '--width', '0.5']) == 2
+    assert capsys.readouterr().err == (
+        f'vos_train: error: --resume {os.path.join(run, "last.pt")} was trained with '
+        '--embedding-dim 8 --width 0.25, this command gives --embedding-dim 16 --width 0.5: '
+        'give the same values (architecture options cannot change on resume; schedule options '
+        'such as --epochs can)\n')
+    assert json.loads(open(os.path.join(run, 'config.json')).read()) == config
+    assert _last(run)['iteration'] == 2
+
+
+def test_export_kind_is_the_checkpoints(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    checkpoint = os.path.join(run, 'last.pt')
+    out = tmp_path / 'm.pt'
+    assert export.main([checkpoint, '--out', str(out), '--kind', 'memory']) == 2
+    assert capsys.readouterr().err == (
+        f'vos_export: error: {checkpoint} is a checkpoint of kind embedding: --kind memory '
+        "contradicts it (leave --kind out: the kind is the checkpoint's)\n")
+    assert not out.exists()
+    memory = tmp_path / 'memory_ckpt.pt'
+    torch.save({'arch': 'memnet_mbv2', 'model_kwargs': {}, 'state_dict': {},
+                'meta': {'kind': 'memory'}}, memory)
+    assert export.main([str(memory), '--out', str(out), '--kind', 'embedding']) == 2
+    assert 'is a checkpoint of kind memory: --kind embedding contradicts it' in \
+        capsys.readouterr().err
+    assert export.main([checkpoint, '--out', str(out), '--kind', 'embedding']) == 0
+    assert model_io.read_metadata(out)['kind'] == 'embedding'
+    assert '(default: embedding)' not in ' '.join(export.build_parser().format_help().split())
+    raw = str(tmp_path / 'user.pt')
+    torch.jit.save(torch.jit.trace(UserNet().eval(), torch.zeros(1, 3, 64, 64)), raw)
+    assert export.main(['--from-traced', raw, '--out', str(tmp_path / 'u.pt'), '--kind',
+                        'memory']) == 2
+    assert '--from-traced makes an embedding model only' in capsys.readouterr().err

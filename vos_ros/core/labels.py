@@ -2,7 +2,8 @@
 
 Contract: 0 is background, 1..N are objects. A grayscale mask holding only 0 and 255
 (DAVIS-2016) reads as object 1; a palette PNG's index is the object id; extra channels
-(grayscale+alpha, RGBA) are ignored. Masks we write are palette PNGs with the DAVIS palette.
+(grayscale+alpha, RGBA) are ignored; a float array with fractions in [0, 1] is the
+probability of object 1 (> 0.5). Masks we write are palette PNGs with the DAVIS palette.
 """
 
 import logging
@@ -37,11 +38,17 @@ DAVIS_PALETTE = _davis_palette()
 def labels_from_array(array, source='', log=None):
     """Convert a decoded mask array to a uint8 label map following the label contract.
 
-    ``array`` is H×W (gray or palette indices), H×W×2 (gray+alpha) or H×W×3/4 (colour).
-    Values that are not objects (the seams anti-aliasing, resizing or blurring leave) are
-    snapped to the objects around them (see :func:`snap_labels`); what changed is reported in
-    one line through ``log`` (default: this module's logger, level warning), prefixed with
-    ``source`` when given.
+    ``array`` is H×W (gray or palette indices), H×W×2 (gray+alpha) or H×W×3/4 (colour), of
+    any integer, bool or float dtype. Values that are not objects (the seams anti-aliasing,
+    resizing or blurring leave) are snapped to the objects around them (see
+    :func:`snap_labels`); what changed is reported in one line through ``log`` (default: this
+    module's logger, level warning), prefixed with ``source`` when given.
+
+    Floats holding only whole numbers are ids like integers. Floats with fractions, all in
+    [0, 1], are the probability of one object (a network's output): pixels > 0.5 are object 1,
+    said in the line through ``log``. Raises ValueError for a bad shape, values outside
+    0..255, NaN or infinite values, and fractional floats that are no probability (outside
+    [0, 1], or colour).
     """
     array = np.asarray(array)
     if array.ndim == 3:
@@ -51,6 +58,13 @@ def labels_from_array(array, source='', log=None):
             raise ValueError(f'mask has {array.shape[2]} channels; expected 1 to 4')
     elif array.ndim != 2:
         raise ValueError(f'mask must be 2-D or 3-D, got shape {array.shape}')
+    if array.dtype.kind == 'f' and array.size:
+        used = array[:, :, :3] if array.ndim == 3 else array  # alpha is ignored
+        if not np.isfinite(used).all():
+            raise ValueError('float mask holds NaN or infinite values')
+        if not (used == np.round(used)).all():
+            return _labels_from_probability(used, source, log)
+        array = used
     if array.dtype != np.uint8:
         if array.size and (array.min() < 0 or array.max() > 255):
             raise ValueError('mask values must lie in 0..255 (object ids 1..255)')
@@ -63,6 +77,30 @@ def labels_from_array(array, source='', log=None):
     labels, note = snap_labels(array)
     if note:
         (log or _LOGGER.warning)(f'{source}: {note}' if source else note)
+    return labels
+
+
+def _labels_from_probability(array, source, log):
+    """Threshold a float mask with fractional values as the probability of object 1."""
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        # a soft 0..255 mask (resized or blurred as float) truncated to uint8 would make its
+        # edge values objects of their own; its scale cannot be guessed safely
+        raise ValueError(f'float mask has fractional values in {low:g}..{high:g}: neither ids '
+                         '(whole numbers 0..255) nor the probability of one object (0..1)')
+    if array.ndim == 3:  # H×W×3: one probability only when every channel holds it
+        if not (np.array_equal(array[:, :, 0], array[:, :, 1])
+                and np.array_equal(array[:, :, 0], array[:, :, 2])):
+            raise ValueError('float colour mask has fractional values: give colours as uint8 '
+                             '0..255, ids as whole numbers or one probability channel')
+        array = array[:, :, 0]
+    # > 0.5 as uint8 masks are thresholded at 128 (of 255): the object is what is more
+    # likely object than background
+    labels = (array > 0.5).astype(np.uint8)
+    count = int(np.count_nonzero(labels))
+    note = (f'read as the probability of one object (float values in {low:g}..{high:g}): '
+            + (f'{count} pixels > 0.5 are object 1' if count else 'no pixel > 0.5, no object'))
+    (log or _LOGGER.warning)(f'{source}: {note}' if source else note)
     return labels
 
 

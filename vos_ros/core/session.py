@@ -6,6 +6,7 @@ with what it is already tracking. Nothing here knows about ROS or about a partic
 """
 
 import dataclasses
+import numbers
 import time
 import typing
 
@@ -14,7 +15,9 @@ import numpy as np
 
 from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends.base import Backend
+from vos_ros.core.davis import ASPECT_TOLERANCE
 from vos_ros.core.davis import fit_labels
+from vos_ros.core.errors import DataError
 from vos_ros.core.labels import labels_from_array
 from vos_ros.core.labels import resize_labels
 
@@ -24,7 +27,9 @@ class SessionConfig:
     """How a session runs, independent of the backend."""
 
     #: Shorter side of the working size in pixels (aspect kept); 0 = work at input size;
-    #: None = the backend's ``default_resolution``.
+    #: None = the backend's ``default_resolution``. It sizes the frames the backend is given;
+    #: a model backend's network still scales them to its own ``resolution`` (a backend
+    #: option, e.g. ``Session('memory', resolution=360)``; what ``backend.describe()`` says).
     resolution: typing.Optional[int] = None
     #: Working sizes are rounded to a multiple of this (networks with a stride need it).
     size_multiple: int = 1
@@ -50,9 +55,12 @@ class Result:
     timing: dict
     #: 0-based index of the frame in this session (since the last reset).
     frame_index: int
-    #: What produced the labels: ``given`` (a mask was given with the frame), ``full`` (the
-    #: backend's model; every frame of a non-adaptive backend), ``cheap`` (the adaptive
-    #: backend's cheap path) or ``none`` (no object tracked yet).
+    #: What produced the labels: ``given`` (a mask was given with the frame; objects absent
+    #: from it were propagated), ``none`` (no object tracked yet), else what propagated the
+    #: frame, per backend: ``full`` on every frame of a model backend (``memory``,
+    #: ``embedding``); ``cheap`` on every frame of ``flow`` (a cheap path itself, with no full
+    #: model); the adaptive backend's ``full`` model or its ``cheap`` path, frame by frame.
+    #: A backend of your own says it in ``last_path`` (default ``full``).
     path: str = 'full'
     #: The adaptive backend's estimate (0-100, a predicted IoU in percent) of the cheap path's
     #: result on this frame; None where the cheap path did not run.
@@ -158,13 +166,20 @@ class Session:
         """Forget all objects and the backend's memory."""
         self.backend.reset()
         self._object_ids = []
+        #: (w, h) of the stream's first frame and the working size fixed on it
+        self._first_size = None
         self._work_size = None
         self._last_image = None
         self._last_probs = None
         self._frame_index = 0
 
     def remove_objects(self, ids):
-        """Stop tracking the given object ids (unknown ids raise ValueError)."""
+        """Stop tracking ``ids``: one object id or an iterable of them.
+
+        Unknown ids raise ValueError and nothing is removed.
+        """
+        if isinstance(ids, numbers.Integral):  # int, numpy integers
+            ids = [ids]
         ids = [int(i) for i in ids]
         unknown = [i for i in ids if i not in self._object_ids]
         if unknown:
@@ -191,19 +206,30 @@ class Session:
         Objects present in ``mask`` take exactly its pixels; objects tracked before but absent
         from it keep their propagated region outside the mask's objects. A mask of another
         size is resized when it has the image's aspect ratio (``davis.fit_labels``); another
-        aspect ratio raises DataError and leaves the session as it was.
+        aspect ratio raises DataError and leaves the session as it was. ``mask`` is read by
+        ``labels.labels_from_array`` (a float probability in [0, 1] is object 1).
+
+        The working size is fixed on the stream's first frame. A frame of another size with
+        that frame's aspect ratio (within ``davis.ASPECT_TOLERANCE``) is resized to it and
+        answered at its own size; another aspect ratio, which the resizing would squeeze,
+        raises DataError naming both sizes and leaves the session as it was (call ``reset()``
+        for a new stream), unless no object is tracked: then the stream starts anew at this
+        frame's size. Bad images or masks raise ValueError.
         """
         start = time.perf_counter()
         image = as_rgb_image(image)
         height, width = image.shape[:2]
-        # The mask is checked before the session changes: a refused one (DataError) leaves
-        # the objects tracked so far, or an uninitialised session, as they were.
+        # The frame and the mask are checked before the session changes: a refused one
+        # (DataError) leaves the objects tracked so far, or an uninitialised session, as they
+        # were.
+        new_stream = self._work_size is None or not self._fits_stream(width, height)
         full_mask = None
         if mask is not None:
             full_mask = self._check_mask(mask, width, height)
             if not full_mask.any() and not self._object_ids:
                 full_mask = None
-        if self._work_size is None:
+        if new_stream:
+            self._first_size = (width, height)
             self._work_size = self._working_size(width, height)
         work_w, work_h = self._work_size
         work_image = image if (width, height) == (work_w, work_h) else cv2.resize(
@@ -256,6 +282,42 @@ class Session:
             yield index, self.step(frame, masks.get(index))
 
     # -- helpers -------------------------------------------------------------------------
+
+    def accepts_frame(self, width, height):
+        """Say whether ``step`` takes a ``width``×``height`` frame (px) without DataError.
+
+        False only for a frame of another aspect ratio than the stream's first one while
+        objects are tracked (see ``step``); a live shell can then skip the frame as a bad one
+        instead of failing a step.
+        """
+        if self._work_size is None:
+            return True
+        try:
+            self._fits_stream(int(width), int(height))
+        except DataError:
+            return False
+        return True
+
+    def _fits_stream(self, width, height):
+        """Say whether a ``width``×``height`` frame belongs to the stream started so far.
+
+        True for the first frame's aspect ratio (within ``ASPECT_TOLERANCE``, the rule of
+        ``davis.fit_labels``); False for another one while no object is tracked (nothing to
+        squeeze: the stream starts anew); DataError naming both sizes otherwise.
+        """
+        first_w, first_h = self._first_size
+        if (width, height) == (first_w, first_h):
+            return True
+        aspect = (width / height) / (first_w / first_h)
+        if abs(aspect - 1.0) <= ASPECT_TOLERANCE:
+            return True
+        if not self._object_ids:
+            return False
+        work_w, work_h = self._work_size
+        raise DataError(f'frame size {width}x{height} has another aspect ratio than the '
+                        f"stream's first frame {first_w}x{first_h} (working size "
+                        f'{work_w}x{work_h}; resizing would squeeze the objects): call reset() '
+                        'for a new stream')
 
     def _check_mask(self, mask, width, height):
         """Return a given mask as a label map at the frame's size ``width``×``height``.

@@ -312,12 +312,20 @@ class VosNode(Node):
 
         self.get_logger().info(
             f'segmenting {self._image_sub.topic_name} -> {self._pub.topic_name} with backend '
-            f'{self._backend_name} on {self._device}'
+            f'{self._backend_name} on {self._device}' + self._model_words()
             + (f', target_confidence {self._adaptive.target_confidence:g}'
                if self._adaptive is not None else '') + '; '
             + ('annotation from ' + settings['annotation_path']
                if settings['annotation_path'] else
                f'waiting for a label map on {self._annotation_sub.topic_name}'))
+
+    def _model_words(self):
+        """``', model PATH version V'`` for the start-up line; empty without a model."""
+        if not self._model:
+            return ''
+        version = self._model_version
+        return f', model {self._model}' + (f' version {version}'
+                                           if version not in (None, '') else '')
 
     # -- input QoS -------------------------------------------------------------------------
 
@@ -675,6 +683,10 @@ class VosNode(Node):
             self._backend_name = (f'adaptive: {described["full"]} + '
                                   f'{described.get("cheap_paths", described["cheap"])}')
         self._device = str(described.get('device', used))
+        # which model file ran, and its version (as vos_eval's run.json records it): a flow
+        # backend has none
+        self._model = described.get('model') or None
+        self._model_version = described.get('version') if self._model else None
 
     def _work(self, settings, built):
         try:
@@ -710,6 +722,7 @@ class VosNode(Node):
     def _process(self, msg, received, reset, annotation, backlog=False, drops=0):
         if reset:
             self.session.reset()
+            self._image_size = None  # a new stream: its first frame sets the size
             self._needs_file_annotation = self._file_annotation is not None
         try:
             if isinstance(msg, CompressedImage):
@@ -733,6 +746,19 @@ class VosNode(Node):
             return
         height, width = image.shape[:2]
         if self._image_size is not None and self._image_size != (width, height):
+            if not self.session.accepts_frame(width, height):
+                # resizing would squeeze the tracked objects (Session.step refuses it): a bad
+                # frame, so that the annotation waits and `frames_bad` counts it
+                self._stats['bad'] += 1
+                if annotation is not None:
+                    with self._cond:
+                        if self._pending_annotation is None:
+                            self._pending_annotation = annotation
+                self._log_throttled('warning', 'bad:aspect', (
+                    f'skipping frame: image size {width}x{height} has another aspect ratio '
+                    f'than the stream ({self._image_size[0]}x{self._image_size[1]}); call '
+                    f'~/reset and annotate again to track in the new view'))
+                return
             self._log_throttled('warning', 'size', (
                 f'image size changed from {self._image_size[0]}x{self._image_size[1]} to '
                 f'{width}x{height}; continuing at the same working size'))
@@ -875,6 +901,10 @@ class VosNode(Node):
         if self._adaptive is not None:
             values['target_confidence'] = f'{stats["target_confidence"]:g}'
             values['effective_target'] = f'{stats["effective_target"]:g}'
+        if self._model:  # what ran, for vos_demo's summary and a diagnostics monitor
+            values['model'] = self._model
+            if self._model_version not in (None, ''):
+                values['model_version'] = self._model_version
         status.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

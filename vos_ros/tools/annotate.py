@@ -12,7 +12,8 @@ Hints (headless): ``--box x0,y0,x1,y1`` (repeatable; ``--object ID`` per box, de
 box's mask in turn, with none they alone mark object ``--object`` or 1), ``--from-mask PNG``
 (any 0/255, gray-id, palette or colour mask, converted to the palette format). Boxes and clicks
 go to the learned box model shipped in the package (default ``--method auto``: GrabCut when
-the model cannot load, saying so once; ``--method grabcut`` for GrabCut only).
+the shipped model cannot load, saying so once; a ``--model`` named that cannot be used is an
+error; ``--method grabcut`` for GrabCut only).
 With a source and no hint the annotation window opens (needs a display). The result is a
 palette PNG of the frame's size (``--out``, default AnnotatedFrame.png); ``--publish`` also
 sends it to the node's ``~/annotation`` topic so tracking restarts on it, and with hints but no
@@ -33,6 +34,7 @@ from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import list_images
 from vos_ros.core.davis import read_image
 from vos_ros.core.errors import DataError
+from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
 from vos_ros.core.interactive import DEFAULT_METHOD
 from vos_ros.core.interactive import METHODS
@@ -40,6 +42,7 @@ from vos_ros.core.interactive import PromptSegmenter
 from vos_ros.core.labels import object_ids
 from vos_ros.core.labels import read_labels
 from vos_ros.core.labels import write_labels
+from vos_ros.core.model_io import read_metadata
 from vos_ros.tools.cli import finite_numbers
 from vos_ros.tools.cli import ToolParser
 
@@ -319,9 +322,32 @@ def covers_image(box, width, height):
 
 
 def make_segmenter(args):
-    """The box/click segmenter ``--method`` and ``--model`` ask for (loaded on first use)."""
-    return PromptSegmenter(getattr(args, 'method', None), getattr(args, 'model', None),
+    """The box/click segmenter ``--method`` and ``--model`` ask for (loaded on first use).
+
+    ``auto`` with a ``--model`` named runs as ``model``: the user asked for that file, so one
+    that cannot load is an error, not a quiet GrabCut mask; ``auto`` falls back to GrabCut for
+    the shipped model only.
+    """
+    method, model = getattr(args, 'method', None), getattr(args, 'model', None)
+    if model and method in (None, 'auto'):
+        method = 'model'
+    return PromptSegmenter(method, model,
                            log=lambda line: print(f'annotate: note: {line}', file=sys.stderr))
+
+
+def check_model(args):
+    """Refuse a ``--model`` that is no box model file (missing, a checkpoint, another kind).
+
+    Its metadata only (no torch): said before a camera, a bag or the window is waited for,
+    in the words the segmenter uses for a model that fails to load. Nothing to check with
+    ``--method grabcut`` (no model runs).
+    """
+    if not args.model or args.method == 'grabcut':
+        return
+    try:
+        read_metadata(args.model, kinds=('box',))
+    except ModelError as error:
+        raise ModelError(f'the box model cannot be used: {error}') from None
 
 
 def labels_from_hints(image, args, segmenter=None):
@@ -540,9 +566,11 @@ def build_parser():
     hints.add_argument('--method', choices=METHODS, default=DEFAULT_METHOD,
                        help='box/click segmentation: model = the learned box model, auto = '
                        'the model when its file loads (OpenCV runs its ONNX copy; torch '
-                       'otherwise), else GrabCut (said once), grabcut = GrabCut only')
+                       'otherwise), else GrabCut (said once; a --model given must load), '
+                       'grabcut = GrabCut only')
     hints.add_argument('--model', metavar='PT',
-                       help='box model file (default: the one shipped in vos_ros/data)')
+                       help='box model file (default: the one shipped in vos_ros/data); one '
+                       'that cannot be used is an error')
     output = parser.add_argument_group('output')
     output.add_argument('--out', help=f'palette PNG to write (default: {DEFAULT_OUT}; none '
                         'when --publish sends a box, click or mask file result)')
@@ -576,6 +604,7 @@ def main(argv=None):
             parse_numbers(text, 4, '--box x0,y0,x1,y1')
         for text in args.points or []:
             parse_numbers(text, 3, '--points x,y,label')
+        check_model(args)
         default_out = resolve_out(args, has_hint)
         check_outputs(args, default_out, window=not has_hint)
         source = open_source(args)

@@ -3,7 +3,8 @@
 The demo starts ``vos_node`` as a child process (same installation), publishes the clip's frames
 over DDS on loopback at a camera rate, collects ``/segmentation``, and writes to ``--out``: the
 annotation it gave the node (``AnnotatedFrame.png``), every answered mask (``masks/``), an overlay
-video and ``summary.json``. It prints throughput, latency and, with ground truth, J&F.
+video and ``summary.json`` (with the model file that ran and its version). It prints throughput,
+latency and, with ground truth, J&F.
 """
 
 import argparse
@@ -259,6 +260,18 @@ def play(clip, args, out):
     return predictions, timings
 
 
+def _model_version(path):
+    """The ``version`` a model file's metadata gives (None without a readable model)."""
+    if not path:
+        return None
+    from vos_ros.core.model_io import read_metadata
+
+    try:
+        return read_metadata(path).get('version')
+    except VosError:  # the node ran it: a file changed since is no reason to fail the run
+        return None
+
+
 def _last_line(process):
     return process.tail(1).strip() or '(no output)'
 
@@ -333,6 +346,12 @@ def main(argv=None):
         if key in node:
             summary[f'node_{key}'] = node[key]
     summary['node_lowered_target_reports'] = timings['node']['lowered_messages']
+    # which model ran, as vos_eval's run.json says: the node's word (its default when no
+    # --model); the version from the file's metadata, as the node's report would come back
+    # parsed as a number where it looks like one (1.10 -> 1.1)
+    summary['model'] = node.get('model') or (os.path.abspath(args.model) if args.model
+                                             else None)
+    summary['model_version'] = _model_version(summary['model'])
     scores = None
     if clip.ground_truth is not None:
         from vos_ros.core.metrics import evaluate_video
@@ -355,6 +374,9 @@ def main(argv=None):
     line = describe_node_report(timings['node'])
     if line:
         print(line)
+    if summary['model']:
+        print(f'model {summary["model"]}' + (f' version {summary["model_version"]}'
+                                             if summary['model_version'] else ''))
     print(f'answered {answered}/{len(clip.frames)} frames ({summary["frames_dropped"]} dropped '
           f'by the node\'s frame queue), output {summary["output_fps"]:.1f} FPS')
     if summary['frames_dropped']:

@@ -1,10 +1,10 @@
 """``vos_export``: a training checkpoint (or a user's traced model) -> TorchScript + vos.json.
 
 ``vos_export CKPT --out model.pt`` rebuilds the network a ``vos_train`` checkpoint describes,
-traces it (``embedding``) or scripts it with its exported methods (``memory``) and stores the
-metadata the loader needs. ``vos_export --from-traced MODEL.pt --out
-model.pt`` adds metadata to your own TorchScript embedding model (``[1,3,H,W]`` ->
-``[1,D,h,w]``); D and the output stride are measured by running it once.
+traces it (``embedding``) or scripts it with its exported methods (``memory``, ``box``) and
+stores the metadata the loader needs; the kind is the checkpoint's. ``vos_export
+--from-traced MODEL.pt --out model.pt`` adds metadata to your own TorchScript embedding model
+(``[1,3,H,W]`` -> ``[1,D,h,w]``); D and the output stride are measured by running it once.
 """
 
 import argparse
@@ -16,6 +16,7 @@ import warnings
 
 from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
+from vos_ros.core.model_io import KNOWN_KINDS
 from vos_ros.tools.cli import ToolParser
 
 
@@ -30,7 +31,9 @@ def build_parser():
                         help='instead: a TorchScript model [1,3,H,W] -> [1,D,h,w] to which '
                              'metadata is added')
     parser.add_argument('--out', required=True, help='model file to write')
-    parser.add_argument('--kind', default='embedding', help='model kind stored in vos.json')
+    parser.add_argument('--kind', default=None, choices=KNOWN_KINDS,
+                        help="model kind stored in vos.json: the checkpoint's (default; another "
+                             'is refused), embedding with --from-traced')
     parser.add_argument('--mean', type=float, nargs=3, default=None, metavar=('R', 'G', 'B'),
                         help='input mean on the 0..255 scale (--from-traced; default ImageNet)')
     parser.add_argument('--std', type=float, nargs=3, default=None, metavar=('R', 'G', 'B'),
@@ -56,18 +59,15 @@ def error_text(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def check_out(path):
+def check_out(path, option='--out'):
     """Refuse an ``--out`` no model file can be written to (ValueError), before any loading.
 
-    Missing parent folders are fine: ``save_model`` creates them, as the other tools do.
+    Missing parent folders are fine: ``save_model`` creates them, as the other tools do; the
+    nearest existing one must take a new entry (``train.check_out_path``).
     """
-    if os.path.isdir(path):
-        raise ValueError(f'--out {path} is a folder, expected a model file path')
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f'--out {path}: {parent} is a file, not a folder')
+    from vos_ros.tools.train import check_out_path
+
+    check_out_path(path, option, folder=False)
 
 
 def model_given_error(path, out_path, meta):
@@ -90,8 +90,11 @@ def model_given_error(path, out_path, meta):
                       'only from its training checkpoint (OUT/last.pt)')
 
 
-def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
-    """Trace a vos_train checkpoint into a model file; returns the metadata written."""
+def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None, kind=None):
+    """Trace a vos_train checkpoint into a model file; returns the metadata written.
+
+    The model's kind is the checkpoint's; ``kind`` (``--kind``), given, must be the same.
+    """
     import torch
 
     from vos_ros.core.model_io import read_metadata
@@ -128,9 +131,15 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
     except Exception as error:
         raise ModelError(f'{checkpoint_path} is not a vos_train checkpoint '
                          f'({error_text(error)})') from error
-    if train_meta.get('kind') == 'memory':
+    found = train_meta.get('kind', 'embedding')
+    if kind is not None and kind != found:
+        # the network and its metadata are the checkpoint's: a file that said otherwise
+        # would load as the wrong kind
+        raise ModelError(f'{checkpoint_path} is a checkpoint of kind {found}: --kind {kind} '
+                         "contradicts it (leave --kind out: the kind is the checkpoint's)")
+    if found == 'memory':
         return _export_memory(checkpoint, out_path, version, resolution)
-    if train_meta.get('kind') == 'box':
+    if found == 'box':
         from vos_ros.tools.train_box import export_checkpoint as export_box
         return export_box(checkpoint_path, out_path, version, checkpoint=checkpoint)
     model = build_model(arch, **kwargs)
@@ -142,7 +151,7 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None):
         warnings.simplefilter('ignore', DeprecationWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
     meta = {
-        'kind': train_meta.get('kind', 'embedding'),
+        'kind': found,
         'mean': list(train_meta['mean']), 'std': list(train_meta['std']),
         'stride': int(train_meta['stride']), 'input_multiple': multiple,
         'embedding_dim': int(train_meta['embedding_dim']),
@@ -218,6 +227,9 @@ def export_traced(traced_path, out_path, args):
     from vos_ros.tools.train import MEAN
     from vos_ros.tools.train import STD
 
+    if args.kind not in (None, 'embedding'):
+        # the probe below measures an embedding model ([1,3,H,W] -> [1,D,h,w]) only
+        raise ValueError(f'--kind {args.kind}: --from-traced makes an embedding model only')
     if not os.path.isfile(traced_path):
         raise ModelError(f'traced model not found: {traced_path}')
     try:
@@ -239,7 +251,7 @@ def export_traced(traced_path, out_path, args):
     module.eval()
     dim, stride = probe_embedding(module, tuple(args.probe_size))
     meta = {
-        'kind': args.kind,
+        'kind': 'embedding',
         'mean': list(args.mean) if args.mean else list(MEAN),
         'std': list(args.std) if args.std else list(STD),
         'stride': stride, 'input_multiple': int(args.input_multiple or stride),
@@ -268,8 +280,10 @@ def main(argv=None):
         if args.from_traced:
             meta = export_traced(args.from_traced, args.out, args)
         else:
-            meta = export_checkpoint(args.checkpoint, args.out, args.version, args.resolution)
-    except (VosError, ValueError) as error:
+            meta = export_checkpoint(args.checkpoint, args.out, args.version, args.resolution,
+                                     args.kind)
+    except (VosError, ValueError, OSError) as error:
+        # OSError: writing the file failed after all (a full disk, a folder made meanwhile)
         print(f'vos_export: error: {error}', file=sys.stderr)
         return 2
     size_mb = os.path.getsize(args.out) / 1e6

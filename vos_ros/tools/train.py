@@ -20,7 +20,9 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
+import warnings
 
 import cv2
 import numpy as np
@@ -29,15 +31,25 @@ from vos_ros.core.davis import Dataset
 from vos_ros.core.davis import fit_labels
 from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
+from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
+from vos_ros.tools.cli import check_out_folder
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
+from vos_ros.tools.export import error_text
 
 #: Input normalisation (ImageNet statistics, 0..255 scale) stored in the model's metadata.
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 CSV_FIELDS = ('iteration', 'epoch', 'loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr',
               'elapsed_s')
+#: Exit code of a run stopped before the end of its schedule (SIGTERM, --max-minutes) with its
+#: checkpoint saved: EX_TEMPFAIL of sysexits.h ("try again"), so a script loops until done.
+EXIT_STOPPED = 75
+#: Exit code after Ctrl-C (128 + SIGINT), the checkpoint saved or not.
+EXIT_INTERRUPTED = 130
+#: What a stop request is called in the line that reports it.
+CTRL_C = 'Ctrl-C'
 
 
 def build_parser():
@@ -52,9 +64,12 @@ def build_parser():
                         help='DAVIS-layout dataset folders (JPEGImages/480p/<seq>, '
                              'Annotations/480p/<seq>, every frame annotated)')
     parser.add_argument('--sequences-file', default=None,
-                        help='train only on the sequences listed here (one per line)')
+                        help='train only on the sequences listed here (one per line; a name '
+                             'that is not in the data folders is an error, as in the two '
+                             'options below)')
     parser.add_argument('--exclude-file', action='append', default=None,
-                        help='never train on the sequences listed here (your hold-out)')
+                        help='never train on the sequences listed here (your hold-out); '
+                             'repeatable')
     parser.add_argument('--val-file', default=None,
                         help='sequences (in the data folders) scored for val_pair_iou')
     parser.add_argument('--synthetic', type=int, default=0,
@@ -84,13 +99,19 @@ def build_parser():
     parser.add_argument('--log-every', type=int, default=10,
                         help='append averaged metrics to metrics.csv every N iterations')
     parser.add_argument('--resume', default=None,
-                        help='checkpoint to continue from ("last" = OUT/last.pt if it exists)')
+                        help='checkpoint to continue from ("last" = OUT/last.pt if it exists); '
+                             "the architecture options must be the checkpoint's")
+    parser.add_argument('--init', default=None, metavar='MODEL',
+                        help='start a new run from the weights of an exported model of the '
+                             "same kind and architecture options (vos_export's file, e.g. "
+                             'vos_ros/data/memory.pt); a checkpoint --resume finds comes first')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--workers', type=int, default=0, help='data-loading processes')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch CPU threads (0 = torch default)')
     parser.add_argument('--max-minutes', type=float, default=0.0,
-                        help='stop (with a checkpoint) after this much wall time; 0 = no limit')
+                        help='stop (with a checkpoint, exit code 75) after this much wall time; '
+                             '0 = no limit')
     parser.add_argument('--seed', type=int, default=0, help='seed of all sampling')
     memory = parser.add_argument_group('memory model (--kind memory)')
     memory.add_argument('--static', action='append', default=None, metavar='DIR',
@@ -388,25 +409,61 @@ def _read_names(path, what):
     return names
 
 
-def _excluded(args):
-    """Names listed in every ``--exclude-file`` (the option may be given several times)."""
-    paths = args.exclude_file or []
-    if isinstance(paths, str):
-        paths = [paths]
-    return set(name for path in paths for name in _read_names(path, '--exclude-file'))
+def _not_found(datasets, names):
+    """Why no data folder holds the sequences ``names``, as ``Dataset.sequence`` says it."""
+    if not datasets:
+        return f'sequence {", ".join(map(repr, names))} not found: no DAVIS folder given'
+    others = [dataset.root for dataset in datasets[1:]]
+    reasons = []
+    for name in names:
+        try:
+            datasets[0].sequence(name)
+            reasons.append(f'sequence {name!r} not found')  # not reached: it has no folder
+        except DataError as error:
+            reasons.append(str(error) + (f' (nor in {", ".join(others)})' if others else ''))
+    return '; '.join(reasons)
 
 
-def gather_sequences(args, progress, validation=True, required=True):
+def listed_sequences(roots, sequences_file=None, exclude_files=(), val_file=None):
+    """Return (names to train on or None for all, names excluded, validation names).
+
+    Read from the list files (``davis.read_sequences_file``); DataError for a file that lists
+    nothing, and one naming every listed sequence that no folder of ``roots`` holds: a typo in
+    a hold-out list would otherwise train on the hold-out, silently. No frame is read.
+    """
+    if isinstance(exclude_files, str):
+        exclude_files = [exclude_files]
+    files = [('--sequences-file', sequences_file)] if sequences_file else []
+    files += [('--exclude-file', path) for path in exclude_files or []]
+    files += [('--val-file', val_file)] if val_file else []
+    listed = [(option, path, _read_names(path, option)) for option, path in files]
+    datasets = [Dataset(root) for root in roots]
+    present = set(name for dataset in datasets for name in dataset.sequence_names())
+    unknown = []
+    for option, path, names in listed:
+        missing = [name for name in dict.fromkeys(names) if name not in present]
+        if missing:
+            unknown.append(f'{option} {path}: {_not_found(datasets, missing)}')
+    if unknown:
+        raise DataError('; '.join(unknown))
+    include = set(listed[0][2]) if sequences_file else None
+    exclude = set(name for option, _, names in listed if option == '--exclude-file'
+                  for name in names)
+    val_names = set(listed[-1][2]) if val_file else set()
+    return include, exclude, val_names
+
+
+def gather_sequences(args, progress, validation=True, required=True, listed=None):
     """Return (train sequences, validation sequences, description of the training data).
 
     ``validation`` False ignores ``--val-file`` (no validation sequences); ``required`` False
-    returns an empty training list rather than raising DataError.
+    returns an empty training list rather than raising DataError. ``listed``: what
+    :func:`listed_sequences` returned for ``args``, when checked already.
     """
-    include = set(_read_names(args.sequences_file, '--sequences-file')) \
-        if args.sequences_file else None
-    exclude = _excluded(args)
-    val_names = set(_read_names(args.val_file, '--val-file')) \
-        if validation and args.val_file else set()
+    if listed is None:
+        listed = listed_sequences(args.data, args.sequences_file, args.exclude_file,
+                                  args.val_file if validation else None)
+    include, exclude, val_names = listed
     train, val, described = [], [], []
     for root in args.data:
         names = Dataset(root).sequence_names()
@@ -483,9 +540,34 @@ def _read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def load_resume_checkpoint(args):
+#: The command that trains each model kind (what a message about a checkpoint suggests).
+TRAINERS = {'embedding': 'vos_train', 'memory': 'vos_train --kind memory',
+            'box': 'vos_train_box'}
+
+
+def _exported_model_error(path, kind):
+    """DataError for an exported model given to --resume, saying what to do instead."""
+    from vos_ros.core.model_io import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except ModelError:
+        return None  # a checkpoint (or no model file at all): torch.load says which
+    what = f'{path} is an exported model (TorchScript), not a training checkpoint'
+    if meta['kind'] == 'box':
+        # vos_export freezes a box network: batch norm folded, no weights left to train
+        return DataError(f'{what}: an exported box model cannot be trained further; '
+                         'continue its training checkpoint (OUT/last.pt) instead')
+    if meta['kind'] != kind:
+        return DataError(f'{what}, and of kind {meta["kind"]}: train that kind with '
+                         f'{TRAINERS[meta["kind"]]}')
+    return DataError(f'{what}: start a new run from its weights with --init {path}')
+
+
+def load_resume_checkpoint(args, kind=None):
     """Return ``(checkpoint dict or None, its path)`` for ``--resume`` (``last`` = OUT/last.pt
-    when it exists); DataError names a missing or unreadable file."""
+    when it exists); DataError names a missing or unreadable file, an exported model, or a
+    checkpoint of another model ``kind`` (None: any)."""
     import torch
 
     path = args.resume
@@ -496,11 +578,26 @@ def load_resume_checkpoint(args):
         return None, None
     if not os.path.isfile(path):
         raise DataError(f'checkpoint to resume not found: {path}')
+    refusal = _exported_model_error(path, kind)
+    if refusal is not None:
+        raise refusal
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-        checkpoint['state_dict']
+        with warnings.catch_warnings():
+            # torch.load hands TorchScript on to torch.jit.load with a warning; refused below
+            warnings.filterwarnings('ignore', message='.*TorchScript archive',
+                                    category=UserWarning)
+            warnings.simplefilter('ignore', DeprecationWarning)
+            checkpoint = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as error:
-        raise DataError(f'cannot read checkpoint {path}: {error}') from error
+        raise DataError(f'cannot read checkpoint {path}: {error_text(error)}') from error
+    if isinstance(checkpoint, torch.jit.ScriptModule):
+        raise DataError(f'{path} is a TorchScript model, not a training checkpoint')
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise DataError(f'{path} is not a training checkpoint (no state_dict)')
+    found = (checkpoint.get('meta') or {}).get('kind', 'embedding')
+    if kind is not None and found != kind:
+        raise DataError(f'{path} is a checkpoint of kind {found}, not {kind}: resume it with '
+                        f'{TRAINERS.get(found, "the tool that wrote it")}')
     return checkpoint, path
 
 
@@ -511,18 +608,118 @@ def check_counts(args):
             raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
 
 
-def resumed_model(checkpoint, arch, model_kwargs, build, device):
-    """Return ``(model on device, arch, model_kwargs)``.
+def check_out_path(path, option='--out', folder=True):
+    """Raise ValueError unless ``path``, an output ``folder`` (else a file), can be written.
 
-    Resuming, the checkpoint's architecture and weights; else ``build(arch, model_kwargs)``.
+    Folders missing on the way are fine (they are made later), but the nearest existing one must
+    be a folder that takes a new entry: tried by making and removing a temporary folder there
+    (``os.access`` says yes to root, even in /proc). Checked before any work, leaving nothing
+    behind: ``os.makedirs`` or the first save would otherwise fail late, with a traceback.
     """
+    if folder:
+        check_out_folder(path, option)
+    elif os.path.isdir(path):
+        raise ValueError(f'{option} {path} is a folder, expected a model file path')
+    existing = os.path.abspath(path)
+    if not folder:
+        existing = os.path.dirname(existing)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f'{option} {path}: {existing} is a file, not a folder')
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as error:
+        raise ValueError(f'{option} {path}: cannot write in {existing} '
+                         f'({error.strerror or error_text(error)})') from None
+    if not folder and os.path.isfile(path) and not os.access(path, os.W_OK):
+        raise ValueError(f'{option} {path}: the file is not writable')
+
+
+def _options(model_kwargs, keys):
+    """``--key-dim 64 --top-k 20``: ``model_kwargs`` as the options that set them."""
+    return ' '.join(f'--{key.replace("_", "-")} {model_kwargs.get(key)}' for key in keys)
+
+
+def check_architecture(found_arch, found_kwargs, arch, model_kwargs, what, resume=False):
+    """Raise DataError unless ``what`` (a checkpoint, a model) has the asked architecture.
+
+    Its options are compared with the command's: the weights fit only the network they were
+    trained in, and config.json would record options the run does not use. ``what`` reads
+    '--resume PATH was trained with' (and ``resume`` is True) or '--init PATH has'.
+    """
+    if found_arch != arch:
+        raise DataError(f'{what} the {found_arch!r} network; this command trains {arch!r}')
+    found_kwargs = found_kwargs or {}
+    differ = sorted(key for key in set(found_kwargs) | set(model_kwargs)
+                    if found_kwargs.get(key) != model_kwargs.get(key))
+    if differ:
+        note = (' (architecture options cannot change on resume; schedule options such as '
+                '--epochs can)') if resume else ''
+        raise DataError(f'{what} {_options(found_kwargs, differ)}, this command gives '
+                        f'{_options(model_kwargs, differ)}: give the same values{note}')
+
+
+def load_init_weights(path, kind, arch, model_kwargs):
+    """Return ``(state dict, provenance)`` of the exported model ``--init`` names.
+
+    A TorchScript module has the parameters and buffers of the network it was made from, so
+    its ``state_dict()`` loads into the network built from the ``arch`` and ``model_kwargs``
+    its ``vos.json`` records (``vos_export`` writes them). DataError when the file is not such
+    a model, is of another kind, or has another architecture than the command asks for.
+    """
+    from vos_ros.core.model_io import jit_load
+    from vos_ros.core.model_io import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except ModelError as error:
+        raise DataError(f'--init needs an exported model: {error}') from error
+    if meta['kind'] != kind:
+        raise DataError(f'--init {path} is a model of kind {meta["kind"]}, this run trains '
+                        f'kind {kind} (kind {meta["kind"]}: {TRAINERS[meta["kind"]]})')
+    if 'arch' not in meta or 'model_kwargs' not in meta:
+        raise DataError(f'--init {path}: its vos.json records no architecture (arch, '
+                        'model_kwargs): only a model vos_export made from a training '
+                        'checkpoint can be trained further')
+    check_architecture(meta['arch'], meta['model_kwargs'], arch, model_kwargs,
+                       f'--init {path} has')
+    try:
+        state = jit_load(path, 'cpu').state_dict()
+    except Exception as error:  # torch raises RuntimeError and friends with long messages
+        raise DataError(f'--init: cannot load {path}: {error_text(error)}') from error
+    return state, {'path': os.path.abspath(path), 'version': meta.get('version')}
+
+
+def starting_weights(args, kind, arch, model_kwargs):
+    """Return ``(checkpoint or None, state dict or None, --init provenance or None)``.
+
+    A checkpoint ``--resume`` finds comes first (so ``--init M --resume last`` starts from M
+    once, then continues), then ``--init``'s model; either must have the architecture the
+    command asks for. A resumed run keeps the provenance its checkpoint recorded.
+    """
+    checkpoint, path = load_resume_checkpoint(args, kind)
     if checkpoint is not None:
-        arch, model_kwargs = checkpoint['arch'], checkpoint['model_kwargs']
+        check_architecture(checkpoint.get('arch'), checkpoint.get('model_kwargs'), arch,
+                           model_kwargs, f'--resume {path} was trained with', resume=True)
+        return checkpoint, checkpoint['state_dict'], (checkpoint.get('meta') or {}).get('init')
+    if getattr(args, 'init', None):
+        state, provenance = load_init_weights(args.init, kind, arch, model_kwargs)
+        return None, state, provenance
+    return None, None, None
+
+
+def resumed_model(state, arch, model_kwargs, build, device):
+    """Return ``build(arch, model_kwargs)`` with the weights ``state`` (None: as built)."""
     model = build(arch, model_kwargs)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint['state_dict'])
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise DataError(f'the weights do not fit the {arch!r} network: '
+                            f'{error_text(error)}') from error
     model.to(device)
-    return model, arch, model_kwargs
+    return model
 
 
 def resume_optimizer(optimizer, checkpoint):
@@ -562,14 +759,61 @@ class RunningMeans:
         return means
 
 
+class StopRequests:
+    """Why a training loop should stop early: SIGTERM, Ctrl-C, or ``max_minutes`` passed.
+
+    The signals only set a flag, so the loop stops after a whole iteration and saves it (an
+    exception raised inside an optimizer step could leave half the weights updated). A
+    second Ctrl-C raises KeyboardInterrupt at once, for a loop that does not get there.
+    :meth:`close` gives both signals back to their previous handlers. Main thread only.
+    """
+
+    def __init__(self, max_minutes=0.0):
+        self.max_minutes = max_minutes
+        self.started = time.monotonic()
+        self._signals = []
+        self._previous = {number: signal.signal(number, self._handle)
+                          for number in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, number, frame):
+        if number == signal.SIGINT and signal.SIGINT in self._signals:
+            raise KeyboardInterrupt
+        self._signals.append(number)
+
+    def reason(self):
+        """None, or the stop's name in messages: 'SIGTERM', 'Ctrl-C' or '--max-minutes'."""
+        if self._signals:
+            return CTRL_C if self._signals[0] == signal.SIGINT else 'SIGTERM'
+        if self.max_minutes > 0 and time.monotonic() - self.started > self.max_minutes * 60.0:
+            return '--max-minutes'
+        return None
+
+    def close(self):
+        """Give SIGTERM and SIGINT back to their previous handlers."""
+        for number, previous in self._previous.items():
+            # None: the handler was not set from Python; the default is what stands then
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)
+
+
+def stopped_line(prog, iteration, total, reason, path):
+    """The line that says a run stopped early, and the option that continues it."""
+    return (f'{prog}: stopped at iteration {iteration} of {total} ({reason}): continue with '
+            f'--resume last; checkpoint {path}')
+
+
+def stopped_code(reason):
+    """Exit code of a run stopped early and saved: 130 after Ctrl-C, else EXIT_STOPPED."""
+    return EXIT_INTERRUPTED if reason == CTRL_C else EXIT_STOPPED
+
+
 class RunOutput:
     """What a training run writes in ``--out``, and when it should stop.
 
     config.json, metrics.csv (rows after the resumed iteration dropped, then one row a
     :meth:`log`), TensorBoard scalars when tensorboard is installed, numbered checkpoints (the
     last ``--keep-checkpoints`` kept) with last.pt and ``curves(csv, png)`` at each
-    :meth:`save`. ``write`` False (ranks other than 0) writes nothing. :meth:`stopping` turns
-    true after SIGTERM or ``--max-minutes``; :meth:`close` restores the SIGTERM handler.
+    :meth:`save`. ``write`` False (ranks other than 0) writes nothing. :meth:`stop_reason`
+    says why the run should stop (``StopRequests``); :meth:`close` restores the signal handlers.
     """
 
     def __init__(self, args, meta, checkpoint, start, fields, curves, write=True):
@@ -589,9 +833,7 @@ class RunOutput:
                 self.writer = SummaryWriter(os.path.join(args.out, 'tensorboard'))
             except ImportError:  # tensorboard is optional
                 self.writer = None
-        self._signals = []
-        self._previous_handler = signal.signal(
-            signal.SIGTERM, lambda signum, frame: self._signals.append(signum))
+        self.stops = StopRequests(args.max_minutes)
         self.started = time.monotonic()
         self.elapsed_before = float(checkpoint.get('elapsed_s', 0.0)) if checkpoint else 0.0
 
@@ -599,11 +841,9 @@ class RunOutput:
         """Training seconds so far, the runs before a resume included."""
         return self.elapsed_before + time.monotonic() - self.started
 
-    def stopping(self):
-        """True once SIGTERM came or ``--max-minutes`` of this run have passed."""
-        out_of_time = self.args.max_minutes > 0 and \
-            time.monotonic() - self.started > self.args.max_minutes * 60.0
-        return out_of_time or bool(self._signals)
+    def stop_reason(self):
+        """None, or why the run should stop now (SIGTERM, Ctrl-C, ``--max-minutes``)."""
+        return self.stops.reason()
 
     def log(self, iteration, metrics, scalars):
         """Append a metrics.csv row, and the non-empty ``scalars`` to TensorBoard.
@@ -638,11 +878,10 @@ class RunOutput:
         self.curves(self.csv_path, self.png_path)
 
     def close(self):
-        """Close TensorBoard and give SIGTERM back to its previous handler."""
+        """Close TensorBoard and give SIGTERM and SIGINT back to their previous handlers."""
         if self.writer is not None:
             self.writer.close()
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
+        self.stops.close()
 
 
 def _prepare_csv(path, resume_iteration, fields=CSV_FIELDS):
@@ -675,7 +914,11 @@ def validate(model, dataset, device, count, margin):
 
 
 def train(args):
-    """Run training as configured by parsed ``args``; returns the path of last.pt."""
+    """Run training as configured by parsed ``args``.
+
+    Returns ``(path of last.pt, iteration reached, iterations in the schedule, None or why it
+    stopped early)``.
+    """
     import torch
     from torch import distributed
     from vos_ros.core.device import resolve_device
@@ -694,15 +937,19 @@ def train(args):
         distributed.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
     main_rank = rank == 0
     check_counts(args)
+    # everything that can refuse the run does before the first file is written
+    check_out_path(args.out)
+    listed = listed_sequences(args.data, args.sequences_file, args.exclude_file, args.val_file)
+    arch, model_kwargs = 'embednet', {'embedding_dim': args.embedding_dim, 'width': args.width}
+    checkpoint, state, init = starting_weights(args, 'embedding', arch, model_kwargs)
     os.makedirs(args.out, exist_ok=True)
 
-    checkpoint, _ = load_resume_checkpoint(args)
-
     torch.manual_seed(args.seed)
-    model, arch, model_kwargs = resumed_model(
-        checkpoint, 'embednet', {'embedding_dim': args.embedding_dim, 'width': args.width},
-        lambda name, kwargs: build_model(name, **kwargs), device)
-    train_seqs, val_seqs, described = gather_sequences(args, progress=main_rank)
+    model = resumed_model(state, arch, model_kwargs,
+                          lambda name, kwargs: build_model(name, **kwargs), device)
+    train_seqs, val_seqs, described = gather_sequences(args, progress=main_rank, listed=listed)
+    if init:
+        described.append({'init_model': init['path'], 'version': init['version']})
     dataset = PairDataset(train_seqs, args.crop, model.stride, args.seed, args.ref_pixels,
                           args.anchor_pixels, args.synthetic_ratio)
     val_set = PairDataset(val_seqs, args.crop, model.stride, args.seed + 1, args.ref_pixels,
@@ -725,51 +972,14 @@ def train(args):
         'normalized': True, 'resolution': args.resolution, 'training_data': described,
         'loss': f'PML nearest-neighbour triplet, margin {args.margin}',
     }
+    if init:
+        meta['init'] = init
     run = RunOutput(args, meta, checkpoint, start, CSV_FIELDS, write_curves, write=main_rank)
-
-    from torch.utils.data import DataLoader
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=_collate,
-                        sampler=IndexSampler(start, total, args.batch_size, rank, world),
-                        num_workers=args.workers, persistent_workers=False)
-    net.train()
-    means = RunningMeans(('loss', 'nn_acc', 'pair_iou'), skip_nan=('pair_iou',))
-    iteration = start
-    progress = progress_bar(total=total, initial=start, desc='training', unit='it',
-                            enabled=main_rank, dynamic_ncols=True)
-    for batch in loader:
-        lr = _lr_at(iteration, total, args.lr)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        emb = net(torch.cat([batch['ref_image'], batch['query_image']]))
-        half = emb.shape[0] // 2
-        loss, acc, iou = nn_triplet_loss(emb[:half], emb[half:], batch, args.margin)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        iteration += 1
-        means.add(loss=float(loss.detach()), nn_acc=acc, pair_iou=iou)
-        progress.update(1)
-        progress.set_postfix(loss=f'{float(loss.detach()):.3f}', acc=f'{acc:.2f}')
-        epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
-        stopping = run.stopping()
-        if world > 1:
-            # every rank must stop at the same iteration or the others hang in all-reduce
-            flag = torch.tensor([1.0 if stopping else 0.0], device=device)
-            distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
-            stopping = bool(flag.item() > 0)
-        if main_rank and (iteration % args.log_every == 0 or epoch_end or stopping):
-            val_iou = ''
-            if val_set is not None and (epoch_end or iteration % args.checkpoint_every == 0):
-                val_iou = validate(model, val_set, device, 32, args.margin)
-            run.log(iteration, dict(means.take(), val_pair_iou=val_iou, lr=lr),
-                    ('loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr'))
-        if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
-            run.save(iteration, model, optimizer)
-        if stopping:
-            break
-    progress.close()
-    run.close()
+    try:
+        iteration, reason = _train_loop(args, run, net, model, optimizer, dataset, val_set,
+                                        start, total, device, rank, world)
+    finally:
+        run.close()
     if world > 1:
         # Tear down together and while Python is alive: the DDP reducer holds the process
         # group, and a gloo group left to interpreter shutdown aborted rank 1 ('terminate
@@ -778,27 +988,93 @@ def train(args):
         del net, optimizer
         gc.collect()
         distributed.destroy_process_group()
-    return os.path.join(args.out, 'last.pt'), iteration
+    return os.path.join(args.out, 'last.pt'), iteration, total, reason
+
+
+def _train_loop(args, run, net, model, optimizer, dataset, val_set, start, total, device,
+                rank, world):
+    """Train iterations ``start..total-1``; return (iteration reached, None or stop reason)."""
+    import torch
+    from torch import distributed
+    from torch.utils.data import DataLoader
+
+    main_rank = rank == 0
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=_collate,
+                        sampler=IndexSampler(start, total, args.batch_size, rank, world),
+                        num_workers=args.workers, persistent_workers=False)
+    net.train()
+    means = RunningMeans(('loss', 'nn_acc', 'pair_iou'), skip_nan=('pair_iou',))
+    iteration, reason = start, None
+    progress = progress_bar(total=total, initial=start, desc='training', unit='it',
+                            enabled=main_rank, dynamic_ncols=True)
+    try:
+        for batch in loader:
+            lr = _lr_at(iteration, total, args.lr)
+            for group in optimizer.param_groups:
+                group['lr'] = lr
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            emb = net(torch.cat([batch['ref_image'], batch['query_image']]))
+            half = emb.shape[0] // 2
+            loss, acc, iou = nn_triplet_loss(emb[:half], emb[half:], batch, args.margin)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            means.add(loss=float(loss.detach()), nn_acc=acc, pair_iou=iou)
+            progress.update(1)
+            progress.set_postfix(loss=f'{float(loss.detach()):.3f}', acc=f'{acc:.2f}')
+            epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
+            reason = run.stop_reason()
+            stopping = reason is not None
+            if world > 1:
+                # every rank must stop at the same iteration or the others hang in all-reduce
+                flag = torch.tensor([1.0 if stopping else 0.0], device=device)
+                distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
+                stopping = bool(flag.item() > 0)
+                reason = reason or ('another process stopped' if stopping else None)
+            if main_rank and (iteration % args.log_every == 0 or epoch_end or stopping):
+                val_iou = ''
+                if val_set is not None and (epoch_end or iteration % args.checkpoint_every == 0):
+                    val_iou = validate(model, val_set, device, 32, args.margin)
+                run.log(iteration, dict(means.take(), val_pair_iou=val_iou, lr=lr),
+                        ('loss', 'nn_acc', 'pair_iou', 'val_pair_iou', 'lr'))
+            if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
+                run.save(iteration, model, optimizer)
+            if stopping:
+                break
+    finally:
+        progress.close()
+    # a stop at the last iteration is the end of the schedule, no stop
+    return iteration, reason if iteration < total else None
 
 
 def main(argv=None):
-    """Console entry point; returns the exit code."""
+    """Console entry point; returns the exit code.
+
+    0 at the end of the schedule; EXIT_STOPPED (75) stopped early by SIGTERM or --max-minutes
+    and 130 by Ctrl-C, either saved (``--resume last`` continues); 2 after an error (one line).
+    """
     args = build_parser().parse_args(argv)
     try:
         if not args.data and args.synthetic <= 0 and not (args.kind == 'memory' and args.static):
             raise ValueError('give at least one DAVIS folder or --synthetic N')
         if args.kind == 'memory':
             from vos_ros.tools import train_memory
-            path, iteration = train_memory.train(args)
+            path, iteration, total, reason = train_memory.train(args)
         else:
-            path, iteration = train(args)
+            path, iteration, total, reason = train(args)
     except (VosError, ValueError) as error:
         print(f'vos_train: error: {error}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print('vos_train: interrupted', file=sys.stderr)
-        return 130
-    if int(os.environ.get('RANK', '0')) == 0:
+        print('vos_train: interrupted, not saved', file=sys.stderr)
+        return EXIT_INTERRUPTED
+    main_rank = int(os.environ.get('RANK', '0')) == 0
+    if reason is not None:
+        if main_rank:
+            print(stopped_line('vos_train', iteration, total, reason, path), file=sys.stderr)
+        return stopped_code(reason)
+    if main_rank:
         print(f'vos_train: iteration {iteration}; checkpoint {path}; '
               f'curves {os.path.join(args.out, "curves.png")}')
     return 0

@@ -1,9 +1,10 @@
 """``vos_train_box``: train the box-and-clicks annotation model (``box`` kind) on a CPU budget.
 
 Data: ECSSD-layout folders (``images/*.jpg`` + ``masks/*.png``) and DAVIS-layout roots (every
-annotated frame of every sequence not excluded). ``--exclude-file`` names sequences that are
-never read (the project's hold-out); ``--ecssd-holdout N`` keeps the last N ECSSD images by
-name out (the image hold-out of ``bench/annotate_quality.py``).
+annotated frame of every sequence not excluded). ``--sequences-file`` names the only sequences
+read, ``--exclude-file`` sequences that are never read (the project's hold-out), as in
+``vos_train``: a name that is in no ``--davis`` root is an error. ``--ecssd-holdout N`` keeps
+the last N ECSSD images by name out (the image hold-out of ``bench/annotate_quality.py``).
 
 Each sample is the object's box as a person draws it (tight, or every side moved by -3 % to
 +10 % of the box size, so loose and off-centre), the crop around it (the geometry of
@@ -14,10 +15,12 @@ click at the centre of the largest error region and pass the prediction on as th
 mask; the last round is trained (binary cross entropy + soft IoU loss). The image encoder up to
 stride 8 is frozen (batch norm too); the stride-16 stage trains at ``--encoder-lr-scale``.
 
-Resumable (``--resume last``; SIGTERM and ``--max-minutes`` save first), a progress bar,
-``OUT/metrics.csv``; sampling is a function of (seed, iteration), so a resumed run draws what
-an uninterrupted one would. ``--export MODEL.pt`` writes the TorchScript file at the end
-(``vos_export OUT/last.pt --out MODEL.pt`` does the same later).
+Resumable (``--resume last``; SIGTERM, Ctrl-C and ``--max-minutes`` save first, then exit with
+75, or 130 after Ctrl-C), a progress bar, ``OUT/metrics.csv``; sampling is a function of (seed,
+iteration), so a resumed run draws what an uninterrupted one would. ``--export MODEL.pt``
+writes the TorchScript file at the end of the schedule (``vos_export OUT/last.pt --out
+MODEL.pt`` does the same later). An exported box model is frozen (batch norm folded into the
+convolutions), so training continues from the checkpoint only: there is no ``--init``.
 """
 
 import argparse
@@ -25,14 +28,11 @@ import csv
 import datetime
 import math
 import os
-import signal
 import sys
 import time
 
-import cv2
 import numpy as np
 
-from vos_ros.core.davis import read_sequences_file
 from vos_ros.core.errors import DataError
 from vos_ros.core.errors import ModelError
 from vos_ros.core.errors import VosError
@@ -45,13 +45,23 @@ from vos_ros.core.interactive import warp_crop
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.cli import ToolParser
 from vos_ros.tools.train import _save_atomic
+from vos_ros.tools.train import check_architecture
+from vos_ros.tools.train import check_out_path
+from vos_ros.tools.train import EXIT_INTERRUPTED
+from vos_ros.tools.train import listed_sequences
+from vos_ros.tools.train import load_resume_checkpoint
 from vos_ros.tools.train import MEAN
 from vos_ros.tools.train import STD
+from vos_ros.tools.train import stopped_code
+from vos_ros.tools.train import stopped_line
+from vos_ros.tools.train import StopRequests
 
 CSV_FIELDS = ('iteration', 'loss', 'iou', 'iou_box_only', 'clicks', 'lr', 'elapsed_s',
               's_per_iter')
 #: Objects smaller than this (pixels) are not drawn as samples.
 MIN_OBJECT = 64
+#: Draws in a row without a usable sample before the data is called unusable.
+MAX_MISSES = 200
 #: Per-side box jitter (share of the box size) of a hand-drawn box, and the tight share.
 BOX_JITTER = (-0.03, 0.10)
 #: Click rounds without gradients before the trained round, and their probabilities.
@@ -60,11 +70,6 @@ CLICK_ROUND_P = (0.5, 0.3, 0.2, 0.0)
 
 
 # -- data ------------------------------------------------------------------------------------
-
-
-def read_names(paths):
-    """Sequence names from files (one per line, ``#`` comments)."""
-    return set(name for path in paths or [] for name in read_sequences_file(path))
 
 
 def ecssd_items(root, holdout=50):
@@ -96,14 +101,17 @@ def ecssd_holdout_items(root, holdout=50):
             for n in names[-holdout:]] if holdout > 0 else []
 
 
-def davis_items(root, exclude=(), step=1):
-    """Return ``[(frame_path, mask_path)]`` of every annotated frame of a DAVIS-layout root."""
+def davis_items(root, exclude=(), step=1, include=None):
+    """Return ``[(frame_path, mask_path)]`` of every annotated frame of a DAVIS-layout root.
+
+    Sequences named in ``exclude`` are left out, and those not in ``include`` (None: all).
+    """
     from vos_ros.core.davis import Dataset
 
     dataset = Dataset(root)
     pairs = []
     for name in dataset.sequence_names():
-        if name in exclude:
+        if name in exclude or (include is not None and name not in include):
             continue
         sequence = dataset.sequence(name)
         for index in range(0, len(sequence), step):
@@ -115,17 +123,22 @@ def davis_items(root, exclude=(), step=1):
 
 
 def read_pair(image_path, mask_path):
-    """Return (RGB uint8, bool mask); DataError names a bad file."""
+    """Return (RGB uint8 H×W×3, uint8 H×W label map); DataError names a bad file.
+
+    The mask goes through the package's one label reader (``labels.read_labels``): 0/255 and
+    soft grayscale masks are object 1 (thresholded at 128, as before), palette masks keep
+    their ids; a grey threshold read multi-object palette masks as empty (ids under 128).
+    """
     from vos_ros.core.davis import read_image
+    from vos_ros.core.labels import read_labels
 
     image = read_image(image_path)
-    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DataError(f'cannot read mask {mask_path}')
-    if mask.shape != image.shape[:2]:
-        raise DataError(f'{mask_path} is {mask.shape[1]}x{mask.shape[0]}, its image '
+    # the reader's line about snapped seams would come once per drawn sample: not said
+    labels = read_labels(mask_path, log=lambda line: None)
+    if labels.shape != image.shape[:2]:
+        raise DataError(f'{mask_path} is {labels.shape[1]}x{labels.shape[0]}, its image '
                         f'{image.shape[1]}x{image.shape[0]}')
-    return image, mask > 127
+    return image, labels
 
 
 def jitter_box(truth_box, rng, tight_p=0.3, jitter=BOX_JITTER):
@@ -183,10 +196,23 @@ class Sampler:
         """Return crops ``[B,S,S,3]`` uint8, truths ``[B,S,S]`` bool, box maps, rng."""
         rng = np.random.default_rng([self.seed, iteration])
         crops, truths, boxes = [], [], []
+        misses = 0
         while len(crops) < batch_size:
+            if misses >= MAX_MISSES:
+                # data without a usable object would otherwise keep this loop drawing forever
+                raise DataError(f'{MAX_MISSES} draws in a row found no object of at least '
+                                f'{MIN_OBJECT} px in the training masks: check --ecssd / '
+                                '--davis masks (0 = background, 1..N objects)')
+            misses += 1
             source = self.sources[rng.choice(len(self.sources), p=self.weights)]
             image_path, mask_path = source[int(rng.integers(len(source)))]
-            image, mask = read_pair(image_path, mask_path)
+            image, labels = read_pair(image_path, mask_path)
+            ids = np.unique(labels[labels > 0])
+            if ids.size == 0:
+                continue
+            # one object per sample, as one box marks one object; a single object draws no
+            # random number, so single-object data gives the samples it always gave
+            mask = labels == (ids[0] if ids.size == 1 else ids[int(rng.integers(ids.size))])
             if np.count_nonzero(mask) < MIN_OBJECT:
                 continue
             crop, truth, box = make_sample(image, mask, rng, self.size, self.context,
@@ -196,6 +222,7 @@ class Sampler:
             crops.append(crop)
             truths.append(truth)
             boxes.append(box)
+            misses = 0
         return np.stack(crops), np.stack(truths), boxes, rng
 
 
@@ -259,6 +286,8 @@ def build_parser():
                         help='ECSSD-layout folder (images/, masks/); repeatable')
     parser.add_argument('--davis', action='append', default=[], metavar='ROOT',
                         help='DAVIS-layout root (every annotated frame); repeatable')
+    parser.add_argument('--sequences-file', default=None, metavar='FILE',
+                        help='read only these DAVIS sequences (one name a line)')
     parser.add_argument('--exclude-file', action='append', default=[], metavar='FILE',
                         help='DAVIS sequences never to read (one name a line); repeatable')
     parser.add_argument('--ecssd-holdout', type=int, default=50,
@@ -284,15 +313,17 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=0, help='sampling seed')
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
     parser.add_argument('--max-minutes', type=float, default=0.0,
-                        help='stop (and save) after this many minutes of this run (0 = no limit)')
+                        help='stop (and save, exit code 75) after this many minutes of this '
+                             'run (0 = no limit)')
     parser.add_argument('--checkpoint-every', type=int, default=100,
                         help='save OUT/last.pt every N iterations')
     parser.add_argument('--resume', default=None, metavar='CKPT',
-                        help="continue from a checkpoint ('last' = OUT/last.pt)")
+                        help="continue from a checkpoint ('last' = OUT/last.pt if it exists); "
+                             "the --width must be the checkpoint's")
     parser.add_argument('--no-pretrained', action='store_true',
                         help='random encoder (tests; the real recipe uses ImageNet weights)')
     parser.add_argument('--export', default=None, metavar='MODEL',
-                        help='write the TorchScript model file here at the end')
+                        help='write the TorchScript model file here at the end of the schedule')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     return parser
 
@@ -316,9 +347,14 @@ def _loss(torch, logits, truth):
 
 
 def train(args):
-    """Run the training; return ``(checkpoint path, iteration reached)``."""
+    """Run the training.
+
+    Returns ``(checkpoint path, iteration reached, None or why the run stopped before
+    --iters)``.
+    """
     import torch
     from vos_ros.core.models.box_net import BoxNet
+    from vos_ros.tools.export import check_out
 
     if args.crop % 16 or args.crop < 64:
         raise ValueError('--crop must be a multiple of 16, at least 64')
@@ -327,11 +363,20 @@ def train(args):
             raise ValueError(f'--{name.replace("_", "-")} must be positive')
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    exclude = read_names(args.exclude_file)
+    # everything that can refuse the run does before the first file is written
+    check_out_path(args.out)
+    if args.export:
+        check_out(args.export, '--export')
+    include, exclude, _ = listed_sequences(args.davis, args.sequences_file, args.exclude_file)
     ecssd = [p for root in args.ecssd for p in ecssd_items(root, args.ecssd_holdout)]
-    davis = [p for root in args.davis for p in davis_items(root, exclude)]
+    davis = [p for root in args.davis for p in davis_items(root, exclude, include=include)]
     sampler = Sampler(ecssd, davis, args.crop, args.context, args.davis_ratio,
                       args.no_box_ratio, args.tight_ratio, args.seed)
+    checkpoint, checkpoint_path = load_resume_checkpoint(args, 'box')
+    if checkpoint is not None:
+        check_architecture(checkpoint.get('arch'), checkpoint.get('model_kwargs'),
+                           'boxnet_mbv2', {'width': args.width},
+                           f'--resume {checkpoint_path} was trained with', resume=True)
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(args.seed)
     model = BoxNet(width=args.width, pretrained=not args.no_pretrained)
@@ -350,11 +395,7 @@ def train(args):
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=1e-4)
     iteration, elapsed = 0, 0.0
     last_path = os.path.join(args.out, 'last.pt')
-    if args.resume:
-        path = last_path if args.resume == 'last' else args.resume
-        if not os.path.isfile(path):
-            raise DataError(f'--resume: checkpoint not found: {path}')
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    if checkpoint is not None:
         model.load_state_dict(checkpoint['state_dict'])
         optimizer.load_state_dict(checkpoint['optimizer'])
         iteration, elapsed = int(checkpoint['iteration']), float(checkpoint['elapsed_s'])
@@ -367,6 +408,8 @@ def train(args):
                           'davis': args.davis, 'excluded_sequences': sorted(exclude),
                           'ecssd_images': len(ecssd), 'davis_frames': len(davis)},
     }
+    if include is not None:
+        meta['training_data']['sequences'] = sorted(include)
 
     def save(path=last_path):
         state = {'arch': 'boxnet_mbv2', 'model_kwargs': {'width': args.width},
@@ -376,12 +419,6 @@ def train(args):
         _save_atomic(state, path)
         return path
 
-    stop = {'signal': None}
-
-    def on_signal(number, _frame):
-        stop['signal'] = number
-
-    previous_handler = signal.signal(signal.SIGTERM, on_signal)
     csv_path = os.path.join(args.out, 'metrics.csv')
     new_csv = not os.path.isfile(csv_path) or iteration == 0
     csv_file = open(csv_path, 'w' if new_csv else 'a', newline='', encoding='utf-8')
@@ -390,18 +427,18 @@ def train(args):
         writer.writeheader()
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
-    start = time.monotonic()
     progress = progress_bar(total=args.iters, initial=iteration, desc='vos_train_box',
                             unit='it', enabled=not args.no_progress, dynamic_ncols=True)
     prefetcher = Prefetcher(sampler, iteration, args.iters, args.batch_size)
+    stops = StopRequests(args.max_minutes)
+    reason, interrupted = None, False
     try:
         model.train()
         for stage in model.encoder_stages():
             stage.eval()  # batch norm keeps its ImageNet statistics
         while iteration < args.iters:
-            if stop['signal'] is not None:
-                break
-            if args.max_minutes > 0 and time.monotonic() - start > 60.0 * args.max_minutes:
+            reason = stops.reason()
+            if reason is not None:
                 break
             tick = time.monotonic()
             factor = lr_factor(iteration, args.iters, args.warmup)
@@ -476,13 +513,18 @@ def train(args):
             if iteration % args.checkpoint_every == 0:
                 csv_file.flush()
                 save()
+    except KeyboardInterrupt:
+        # a second Ctrl-C: it may have come inside an optimizer step, half the weights updated
+        interrupted = True
+        raise
     finally:
+        stops.close()
         prefetcher.close()
         progress.close()
         csv_file.close()
-        signal.signal(signal.SIGTERM, previous_handler)
-        save()
-    return last_path, iteration
+        if not interrupted:
+            save()
+    return last_path, iteration, reason
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -522,10 +564,20 @@ def export_checkpoint(checkpoint_path, out_path, version=None, checkpoint=None):
 
 
 def main(argv=None):
-    """Run ``vos_train_box``; return the exit code (0 ok, 1 data/model problem, 2 bad args)."""
+    """Run ``vos_train_box``; return the exit code.
+
+    0 at the end of the schedule, 1 after a data or model problem (one line), 2 for bad
+    arguments; stopped early and saved (``--resume last`` continues), 75 (SIGTERM,
+    ``--max-minutes``) or 130 (Ctrl-C).
+    """
     args = build_parser().parse_args(argv)
     try:
-        path, iteration = train(args)
+        path, iteration, reason = train(args)
+        if reason is not None:
+            # a model of a part of the schedule is not what --export asks for
+            print(stopped_line('vos_train_box', iteration, args.iters, reason, path),
+                  file=sys.stderr)
+            return stopped_code(reason)
         print(f'vos_train_box: iteration {iteration}/{args.iters}; checkpoint {path}')
         if args.export:
             meta = export_checkpoint(path, args.export)
@@ -536,7 +588,8 @@ def main(argv=None):
         print(f'vos_train_box: error: {error}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        print('vos_train_box: interrupted, not saved', file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == '__main__':

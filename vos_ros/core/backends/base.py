@@ -43,5 +43,11 @@ class Backend(abc.ABC):
         """
 
     def describe(self):
-        """Return a short dict describing the backend (for logs and diagnostics)."""
+        """Return a short dict describing the backend (for logs and diagnostics).
+
+        ``backend`` is the name; a backend with a network adds ``resolution``, the shorter side
+        in pixels of the network's input, to which it scales the frames it is given. A
+        session's working size (``SessionConfig.resolution``) is another size, not the
+        backend's: the session resizes frames to it before the backend sees them.
+        """
         return {'backend': self.name}

@@ -224,6 +224,13 @@ class MemoryBackend(Backend):
         return probs
 
     def describe(self):
+        """Return the backend's settings; ``resolution`` is the network's input (shorter side).
+
+        The network scales every frame to ``resolution`` (up or down) whatever the session's
+        working size: ``SessionConfig(resolution=360)`` hands it 360 px frames that the shipped
+        model (256) still reads at 256 px; ``Session('memory', resolution=360)`` runs the
+        network at 360 px (and the session works at that size too).
+        """
         return {'backend': self.name, 'model': self.model.path, 'device': self.model.device,
                 'dtype': str(self.model.dtype).replace('torch.', ''),
                 'resolution': self.resolution, 'top_k': self.top_k,
