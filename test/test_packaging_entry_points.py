@@ -18,7 +18,8 @@ PACKAGE = 'vos_ros'
 # Names that are ours when they appear as a command: vos_* and the annotation tool.
 OURS = re.compile(r'^(vos_[A-Za-z0-9_]+|annotate)$')
 # Documents and scripts whose commands a user copies.
-DOC_FILES = ('README.md', 'Makefile', 'docker/compose.yaml', 'docker/entrypoint.sh',
+DOC_FILES = ('README.md', 'docs/memory_model.md', 'docs/adaptive_compute.md', 'docs/training.md',
+             'Makefile', 'docker/compose.yaml', 'docker/entrypoint.sh',
              'docker/Dockerfile', '.ci/run', 'launch/vos.launch.py', 'config/vos.yaml')
 LAUNCH_FILE = REPO / 'launch' / 'vos.launch.py'
 

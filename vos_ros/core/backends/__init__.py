@@ -7,7 +7,7 @@ from vos_ros.core.backends.base import Backend
 #: default target (``adaptive.DEFAULT_TARGET``): the full model on a frame in six, the same
 #: model on a crop around the last result on the others. On the DAVIS-2016 train hold-out
 #: (bench/memory_holdout.txt) it scored 80.5 J&F against 79.3 for the memory model on every
-#: frame, at ~1.5x its speed (whole vos_eval runs; README "Adaptive compute"). ``memory`` is
+#: frame, at ~1.5x its speed (whole vos_eval runs; docs/adaptive_compute.md). ``memory`` is
 #: the full model on every frame, ``flow`` needs no torch and is faster still.
 DEFAULT_BACKEND = 'adaptive'
 #: Model kinds the default pipeline runs adaptively (they have a region-of-interest pass);
