@@ -306,6 +306,18 @@ def test_float_probability_mask_is_one_object_above_one_half(dtype):
     assert len(lines) == 1 and 'no object' in lines[0]
 
 
+def test_float_tiff_probability_file_reads_as_object_one(tmp_path):
+    from PIL import Image
+
+    soft = _soft_disc().astype(np.float32)
+    path = tmp_path / 'probability.tif'
+    Image.fromarray(soft, mode='F').save(path)
+    lines = []
+    labels = read_labels(path, log=lines.append)
+    np.testing.assert_array_equal(labels, (soft > 0.5).astype(np.uint8))
+    assert labels.any() and len(lines) == 1 and 'probability of one object' in lines[0]
+
+
 def test_whole_number_floats_are_ids_as_integers_are(caplog):
     ids = _random_labels([0, 3, 7])
     with caplog.at_level('WARNING', logger='vos_ros.core.labels'):

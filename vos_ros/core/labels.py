@@ -276,7 +276,9 @@ def read_labels(path, log=None):
         with Image.open(path) as image:
             if image.mode == 'P':
                 array = np.array(image)
-            elif image.mode in ('L', 'LA', 'RGB', 'RGBA', 'I', 'I;16', '1'):
+            elif image.mode in ('L', 'LA', 'RGB', 'RGBA', 'I', 'I;16', '1', 'F'):
+                # 'F' (a float TIFF, e.g. a saved probability) goes through the float rule;
+                # converted to RGB it was clipped to whole grey levels: 0..1 became empty
                 array = np.array(image)
                 if image.mode == '1':
                     array = array.astype(np.uint8) * 255
