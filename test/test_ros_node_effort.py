@@ -63,6 +63,26 @@ def _settled(node, offset, step_ms, full_ms=None, silent_s=0.0, requested=100.0)
     node._adaptive.set_target(requested - offset)
 
 
+def _unhandled(node):
+    """Frames received that the worker has not yet answered, skipped, dropped or failed."""
+    stats = node.statistics()
+    return stats['received'] - sum(stats[key] for key in
+                                   ('published', 'dropped', 'bad', 'waiting', 'errors'))
+
+
+def _drain(node, timeout=20.0):
+    """Wait until the worker has handled every frame a test gave the node.
+
+    A frame still queued when the next test starts could be dropped by a third one (a drop
+    the last test's /diagnostics would report), or meet a ~/reset a later test sends and reset
+    the session while the last test steps it from this thread.
+    """
+    deadline = time.monotonic() + timeout
+    while _unhandled(node) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _unhandled(node) and node.statistics()['dropped'] == 0
+
+
 def _effective(node):
     return node.statistics()['effective_target']
 
@@ -149,6 +169,7 @@ def test_a_frame_after_a_silence_starts_a_new_stream(node, capfd):
     assert node._interval_ema is not None and node._interval_ema < 1.0
     assert 'target_confidence back to 100 (was lowered to 70): no image for 5' in \
         capfd.readouterr().err
+    _drain(node)
 
 
 def test_a_slow_camera_is_not_a_stopped_one(node):
@@ -159,6 +180,7 @@ def test_a_slow_camera_is_not_a_stopped_one(node):
         node._interval_ema = None
     node._on_image(_image())
     assert node._interval_ema == pytest.approx(3.0, abs=0.5)
+    _drain(node)
     with node._cond:
         silence, lowered = node._camera_stopped(time.monotonic() + 10.0)
     assert silence is None and lowered is None  # 5 intervals of 3 s: 15 s
@@ -180,7 +202,9 @@ def test_a_stopped_camera_restores_the_target_and_diagnostics_say_so(node, capfd
 
     labels = np.zeros((48, 64), np.uint8)
     labels[10:30, 20:40] = 1
-    node.session.step(np.full((48, 64, 3), 9, np.uint8), labels)  # no frame in flight
+    with node._cond:
+        assert not node._queue  # no frame in flight: the worker leaves the session alone
+    node.session.step(np.full((48, 64, 3), 9, np.uint8), labels)
     recorder = _Recorder()
     node._diag_pub = recorder
     with node._cond:
