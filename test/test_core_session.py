@@ -282,6 +282,11 @@ def test_remove_objects_takes_one_id_or_several(clip):
     assert not session.initialized
     with pytest.raises(ValueError, match='unknown'):
         session.remove_objects(5)
+    session.step(clip.frames[2], clip.masks[2])
+    for flag in (True, np.bool_(True), [True]):
+        with pytest.raises(ValueError, match='bool'):
+            session.remove_objects(flag)
+    assert session.object_ids == [3, 7]
 
 
 def test_result_path_says_what_each_backend_ran(clip):

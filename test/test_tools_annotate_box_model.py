@@ -77,13 +77,16 @@ def test_box_and_clicks_go_to_the_model(tmp_path, tiny_model, spy, capsys):
     assert 'GrabCut' not in capsys.readouterr().err
 
 
-def test_grabcut_method_never_loads_the_model(tmp_path, spy):
+def test_grabcut_method_never_loads_the_model(tmp_path, spy, capsys):
     image, disc = frame()
     out = tmp_path / 'mask.png'
     assert annotate.main(['--image', write_rgb(tmp_path / 'f.png', image), '--box',
                           '22,27,58,63', '--method', 'grabcut', '--model', 'missing.pt',
                           '--out', str(out)]) == 0
     assert spy == []
+    # the model named is not used, and the user is told so
+    assert 'annotate: note: --model missing.pt is not used with --method grabcut' in \
+        capsys.readouterr().err
     labels = read_labels(out)
     assert ((labels == 1) & disc).sum() / ((labels == 1) | disc).sum() > 0.85
 

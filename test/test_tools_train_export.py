@@ -287,11 +287,15 @@ def test_listed_sequences_not_in_the_data_are_named_before_anything(dataset, tmp
     out = tmp_path / 'o'
     for kind in ('embedding', 'memory'):
         for option in ('--sequences-file', '--exclude-file', '--val-file'):
-            if kind == 'memory' and option == '--val-file':
-                continue  # the memory trainer has no validation
             argv = [dataset, '--kind', kind, option, str(typo), '--out', str(out)] + TINY
             assert train.main(argv) == 2
             err = capsys.readouterr().err
+            if kind == 'memory' and option == '--val-file':
+                # the memory trainer scores no validation pairs: said, not silently ignored
+                assert err.startswith('vos_train: error: --val-file is for the embedding '
+                                      'model'), err
+                assert len(err.splitlines()) == 1 and not out.exists()
+                continue
             assert err.startswith(f"vos_train: error: {option} {typo}: sequence 'nosuch' not "
                                   'found: no folder '), err
             assert "sequence 'synth1' not found" in err and 'did you mean synth01' in err

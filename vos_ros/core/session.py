@@ -176,10 +176,14 @@ class Session:
     def remove_objects(self, ids):
         """Stop tracking ``ids``: one object id or an iterable of them.
 
-        Unknown ids raise ValueError and nothing is removed.
+        Unknown ids and bools raise ValueError and nothing is removed.
         """
-        if isinstance(ids, numbers.Integral):  # int, numpy integers
+        if isinstance(ids, (numbers.Integral, np.bool_)):  # int, numpy integers (bools: below)
             ids = [ids]
+        ids = list(ids)
+        if any(isinstance(i, (bool, np.bool_)) for i in ids):
+            # True would otherwise read as object 1: a mask given where ids were meant
+            raise ValueError('object ids are integers, got a bool (give the ids to remove)')
         ids = [int(i) for i in ids]
         unknown = [i for i in ids if i not in self._object_ids]
         if unknown:

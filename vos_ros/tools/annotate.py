@@ -342,7 +342,12 @@ def check_model(args):
     in the words the segmenter uses for a model that fails to load. Nothing to check with
     ``--method grabcut`` (no model runs).
     """
-    if not args.model or args.method == 'grabcut':
+    if not args.model:
+        return
+    if args.method == 'grabcut':
+        # no model runs: said, so that a user who named one does not think it did
+        print(f'annotate: note: --model {args.model} is not used with --method grabcut',
+              file=sys.stderr)
         return
     try:
         read_metadata(args.model, kinds=('box',))

@@ -71,7 +71,8 @@ def build_parser():
                         help='never train on the sequences listed here (your hold-out); '
                              'repeatable')
     parser.add_argument('--val-file', default=None,
-                        help='sequences (in the data folders) scored for val_pair_iou')
+                        help='sequences (in the data folders) scored for val_pair_iou '
+                             '(embedding model only)')
     parser.add_argument('--synthetic', type=int, default=0,
                         help='number of procedural synthetic clips to add to the data')
     parser.add_argument('--synthetic-ratio', type=float, default=0.3,
@@ -1059,6 +1060,12 @@ def main(argv=None):
         if not args.data and args.synthetic <= 0 and not (args.kind == 'memory' and args.static):
             raise ValueError('give at least one DAVIS folder or --synthetic N')
         if args.kind == 'memory':
+            if args.val_file:
+                # the memory trainer scores no validation pairs: a silent ignore would leave a
+                # user believing the run was checked on those sequences
+                raise ValueError('--val-file is for the embedding model (val_pair_iou); the '
+                                 'memory model is scored on its hold-out with vos_eval '
+                                 '--model after export')
             from vos_ros.tools import train_memory
             path, iteration, total, reason = train_memory.train(args)
         else:
