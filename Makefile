@@ -23,8 +23,10 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 demo: setup
 	$(BIN)/vos_demo --out out/demo
 
+# --timeout: a hung test fails after 10 min (with its stack) instead of eating CI's 90 min;
+# the longest test takes about 2 min on a loaded 2-core machine
 test: setup
-	$(BIN)/python -m pytest test -q -rs
+	$(BIN)/python -m pytest test -q -rs --timeout 600
 
 lint: setup
 	$(BIN)/python -m flake8 vos_ros test bench launch setup.py
