@@ -143,6 +143,19 @@ def read_sequences_file(path):
 ASPECT_TOLERANCE = 0.02
 
 
+def same_aspect(size, other):
+    """Say whether two (w, h) sizes in px share an aspect ratio within ``ASPECT_TOLERANCE``.
+
+    The one rule for "the same picture at another size": a mask resized to its frame
+    (``fit_labels``), a frame resized to a stream's working size (``Session.step``). A size
+    with a zero side has no aspect ratio and matches nothing.
+    """
+    (width, height), (other_w, other_h) = size, other
+    if not (width and height and other_w and other_h):
+        return False
+    return abs((width / height) / (other_w / other_h) - 1.0) <= ASPECT_TOLERANCE
+
+
 def fit_labels(labels, shape, what, log=None):
     """Return an H×W label map at ``shape`` (H, W): the frame's size.
 
@@ -157,8 +170,7 @@ def fit_labels(labels, shape, what, log=None):
     if labels.shape[:2] == (height, width):
         return labels
     mask_h, mask_w = labels.shape[:2]
-    aspect = (mask_w / max(mask_h, 1)) / (width / max(height, 1))
-    if not mask_h or not mask_w or abs(aspect - 1.0) > ASPECT_TOLERANCE:
+    if not same_aspect((mask_w, mask_h), (width, height)):
         raise DataError(f'{what}: mask size {mask_w}x{mask_h} differs from image size '
                         f'{width}x{height} (another aspect ratio: not a mask of this frame)')
     if log is not None:

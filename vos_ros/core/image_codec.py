@@ -119,17 +119,18 @@ _JPEG_TAIL = 64
 def jpeg_truncated(data):
     """Return True for a JPEG stream cut short: no end-of-image marker at its end.
 
-    ``data``: the bytes of a compressed image; a stream that is not JPEG (no start-of-image
+    ``data``: the bytes of a compressed image (bytes, bytearray, memoryview or a uint8
+    array); a stream that is not JPEG (no start-of-image
     marker) is never called truncated. OpenCV's decoder fills the missing rows of a cut JPEG
     with grey and returns an image without an error (libjpeg only prints a warning), so a
     frame cut on a lossy link would be segmented as if the scene had turned grey. Inside the
     entropy-coded data a 0xFF byte is always stuffed or a restart marker, so ``FF D9`` near the
     end is the end-of-image marker; up to 64 bytes of padding after it are allowed.
     """
-    data = bytes(data)
-    if not data.startswith(_JPEG_SOI):
+    # only the first and last bytes are read: no copy of a whole frame on the hot path
+    if bytes(data[:len(_JPEG_SOI)]) != _JPEG_SOI:
         return False
-    return _JPEG_EOI not in data[-(_JPEG_TAIL + len(_JPEG_EOI)):]
+    return _JPEG_EOI not in bytes(data[-(_JPEG_TAIL + len(_JPEG_EOI)):])
 
 
 def compressed_to_rgb(data, image_format=''):
@@ -142,7 +143,7 @@ def compressed_to_rgb(data, image_format=''):
                            dtype=np.uint8)
     if buffer.size == 0:
         raise ImageDecodeError('empty compressed image', 'decode')
-    if jpeg_truncated(buffer.tobytes()):
+    if jpeg_truncated(buffer):
         raise ImageDecodeError(f'truncated JPEG (format {image_format!r}, {buffer.size} bytes, '
                                'no end-of-image marker): the frame was cut short', 'decode')
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)

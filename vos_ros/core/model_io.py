@@ -265,6 +265,22 @@ def jit_load(path, device='cpu'):
         return torch.jit.load(os.fspath(path), map_location=device)
 
 
+def load_checkpoint(path):
+    """``torch.load`` a training checkpoint to the CPU, whatever the file turns out to be.
+
+    Given a TorchScript archive, torch hands it on to ``torch.jit.load`` with a warning (and
+    jit.load's deprecation one) and returns the module: the callers (``vos_export``,
+    ``vos_train --resume``) refuse such a file with their own advice, so the warnings are not
+    shown. Errors of ``torch.load`` propagate unchanged (each caller names the file in its own
+    error type).
+    """
+    torch = _import_torch()
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*TorchScript archive', category=UserWarning)
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return torch.load(os.fspath(path), map_location='cpu', weights_only=False)
+
+
 def default_model_path(kind='embedding'):
     """Return the path of the model of ``kind`` shipped in vos_ros/data (it may not exist)."""
     if kind not in KNOWN_KINDS:

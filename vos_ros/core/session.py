@@ -15,8 +15,8 @@ import numpy as np
 
 from vos_ros.core.backends import create_backend_with_target
 from vos_ros.core.backends.base import Backend
-from vos_ros.core.davis import ASPECT_TOLERANCE
 from vos_ros.core.davis import fit_labels
+from vos_ros.core.davis import same_aspect
 from vos_ros.core.errors import DataError
 from vos_ros.core.labels import labels_from_array
 from vos_ros.core.labels import resize_labels
@@ -305,15 +305,12 @@ class Session:
     def _fits_stream(self, width, height):
         """Say whether a ``width``×``height`` frame belongs to the stream started so far.
 
-        True for the first frame's aspect ratio (within ``ASPECT_TOLERANCE``, the rule of
+        True for the first frame's aspect ratio (``davis.same_aspect``, the rule of
         ``davis.fit_labels``); False for another one while no object is tracked (nothing to
         squeeze: the stream starts anew); DataError naming both sizes otherwise.
         """
         first_w, first_h = self._first_size
-        if (width, height) == (first_w, first_h):
-            return True
-        aspect = (width / height) / (first_w / first_h)
-        if abs(aspect - 1.0) <= ASPECT_TOLERANCE:
+        if same_aspect((width, height), self._first_size):
             return True
         if not self._object_ids:
             return False

@@ -735,6 +735,15 @@ class VosNode(Node):
                 # a bad frame like any malformed one, not a failed step; a kind of its own,
                 # or a zero-size frame's warning would silence it for 2 s
                 raise ConversionError(str(error), 'small') from None
+            height, width = image.shape[:2]
+            if self._image_size not in (None, (width, height)) \
+                    and not self.session.accepts_frame(width, height):
+                # resizing would squeeze the tracked objects (Session.step refuses it): a bad
+                # frame too, so that the annotation waits and `frames_bad` counts it
+                raise ConversionError(
+                    f'image size {width}x{height} has another aspect ratio than the stream '
+                    f'({self._image_size[0]}x{self._image_size[1]}); call ~/reset and '
+                    f'annotate again to track in the new view', 'aspect')
         except ConversionError as error:
             self._stats['bad'] += 1
             if annotation is not None:  # keep it for the next good frame
@@ -744,21 +753,7 @@ class VosNode(Node):
             self._log_throttled('warning', 'bad:' + error.kind,
                                 f'skipping frame: {error}')
             return
-        height, width = image.shape[:2]
         if self._image_size is not None and self._image_size != (width, height):
-            if not self.session.accepts_frame(width, height):
-                # resizing would squeeze the tracked objects (Session.step refuses it): a bad
-                # frame, so that the annotation waits and `frames_bad` counts it
-                self._stats['bad'] += 1
-                if annotation is not None:
-                    with self._cond:
-                        if self._pending_annotation is None:
-                            self._pending_annotation = annotation
-                self._log_throttled('warning', 'bad:aspect', (
-                    f'skipping frame: image size {width}x{height} has another aspect ratio '
-                    f'than the stream ({self._image_size[0]}x{self._image_size[1]}); call '
-                    f'~/reset and annotate again to track in the new view'))
-                return
             self._log_throttled('warning', 'size', (
                 f'image size changed from {self._image_size[0]}x{self._image_size[1]} to '
                 f'{width}x{height}; continuing at the same working size'))

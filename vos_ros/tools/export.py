@@ -97,6 +97,7 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None, 
     """
     import torch
 
+    from vos_ros.core.model_io import load_checkpoint
     from vos_ros.core.model_io import read_metadata
     from vos_ros.core.model_io import save_model
     from vos_ros.core.models import build_model
@@ -110,13 +111,8 @@ def export_checkpoint(checkpoint_path, out_path, version=None, resolution=None, 
     if meta is not None:
         raise model_given_error(checkpoint_path, out_path, meta)
     try:
-        with warnings.catch_warnings():
-            # torch.load hands a TorchScript archive on to torch.jit.load with a warning (and
-            # jit.load's deprecation one); such a file is refused below with what to run instead
-            warnings.filterwarnings('ignore', message='.*TorchScript archive',
-                                    category=UserWarning)
-            warnings.simplefilter('ignore', DeprecationWarning)
-            checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+        # a TorchScript archive loads as a module: refused below with what to run instead
+        checkpoint = load_checkpoint(checkpoint_path)
     except Exception as error:
         raise ModelError(f'cannot read checkpoint {checkpoint_path}: '
                          f'{error_text(error)}') from error

@@ -22,7 +22,6 @@ import signal
 import sys
 import tempfile
 import time
-import warnings
 
 import cv2
 import numpy as np
@@ -571,6 +570,8 @@ def load_resume_checkpoint(args, kind=None):
     checkpoint of another model ``kind`` (None: any)."""
     import torch
 
+    from vos_ros.core.model_io import load_checkpoint
+
     path = args.resume
     if path == 'last':
         candidate = os.path.join(args.out, 'last.pt')
@@ -583,12 +584,7 @@ def load_resume_checkpoint(args, kind=None):
     if refusal is not None:
         raise refusal
     try:
-        with warnings.catch_warnings():
-            # torch.load hands TorchScript on to torch.jit.load with a warning; refused below
-            warnings.filterwarnings('ignore', message='.*TorchScript archive',
-                                    category=UserWarning)
-            warnings.simplefilter('ignore', DeprecationWarning)
-            checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+        checkpoint = load_checkpoint(path)  # a TorchScript archive: refused below
     except Exception as error:
         raise DataError(f'cannot read checkpoint {path}: {error_text(error)}') from error
     if isinstance(checkpoint, torch.jit.ScriptModule):
